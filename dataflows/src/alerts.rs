@@ -1,0 +1,178 @@
+//! Alert identities: which rule, about what.
+//!
+//! In the dataflows an alert is just an [`AlertKey`] in a collection: it is active while present;
+//! its insertion raises it, its retraction clears it (at event times), so an active condition
+//! can never raise twice and clears itself. Everything that does not change while an alert is
+//! active (its id, domain, severity, cell, district and message) is derived from the key and
+//! the city model here, so the alert service and any test see the same text.
+
+use crate::city::{CityModel, Idx};
+use serde::{Deserialize, Serialize};
+
+/// The alert rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Rule {
+    /// A blocked lane on a segment.
+    TrafficIncident,
+    /// A district congested for a while.
+    TrafficCongestion,
+    /// A detector that stopped reporting.
+    TrafficDetectorOffline,
+}
+
+impl Rule {
+    /// The contract's rule name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::TrafficIncident => "traffic.incident",
+            Rule::TrafficCongestion => "traffic.congestion",
+            Rule::TrafficDetectorOffline => "traffic.detector_offline",
+        }
+    }
+
+    /// The domain (`traffic`, `emergency`, `grid`, `health`).
+    pub fn domain(self) -> &'static str {
+        match self {
+            Rule::TrafficIncident | Rule::TrafficCongestion | Rule::TrafficDetectorOffline => {
+                "traffic"
+            }
+        }
+    }
+
+    /// The severity the rule raises with.
+    pub fn severity(self) -> Severity {
+        match self {
+            Rule::TrafficIncident => Severity::Critical,
+            Rule::TrafficCongestion => Severity::Warning,
+            Rule::TrafficDetectorOffline => Severity::Info,
+        }
+    }
+}
+
+/// Alert severities, in increasing order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    /// The contract's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// What an alert is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Subject {
+    /// A lane of a segment.
+    Lane {
+        /// Segment index.
+        segment: Idx,
+        /// Lane number.
+        lane: u32,
+    },
+    /// A detector.
+    Detector(Idx),
+    /// A district.
+    District(Idx),
+}
+
+/// The identity of an alert: stable per (rule, subject).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AlertKey {
+    /// The rule.
+    pub rule: Rule,
+    /// What it is about.
+    pub subject: Subject,
+}
+
+/// The static description of an alert, resolved against the city model.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AlertInfo {
+    /// Stable id, `rule:subject…`.
+    pub id: String,
+    /// Rule name.
+    pub rule: &'static str,
+    /// Domain.
+    pub domain: &'static str,
+    /// Severity at raise.
+    pub severity: Severity,
+    /// The subject object of the contract (§7).
+    pub subject: serde_json::Value,
+    /// Cell id, if the subject has one.
+    pub cell: Option<String>,
+    /// District id, if the subject has one.
+    pub district: Option<String>,
+    /// Human-readable text.
+    pub message: String,
+}
+
+impl AlertKey {
+    /// Resolves the key into ids and text.
+    pub fn describe(&self, city: &CityModel) -> AlertInfo {
+        let rule = self.rule;
+        let cell_id = |c: Option<Idx>| c.map(|c| city.cells[c as usize].id.clone());
+        let district_id = |d: Idx| Some(city.districts[d as usize].id.clone());
+        let (id_tail, subject, cell, district, message) = match self.subject {
+            Subject::Lane { segment, lane } => {
+                let s = &city.segments[segment as usize];
+                (
+                    format!("{}:{lane}", s.id),
+                    serde_json::json!({ "segment": s.id, "lane": lane }),
+                    cell_id(s.cell),
+                    district_id(s.district),
+                    format!(
+                        "Lane {lane} of segment {} looks blocked while the next lane flows",
+                        s.id
+                    ),
+                )
+            }
+            Subject::Detector(d) => {
+                let det = &city.detectors[d as usize];
+                let s = &city.segments[det.segment as usize];
+                (
+                    det.id.clone(),
+                    serde_json::json!({ "sensor": det.id }),
+                    cell_id(det.cell),
+                    district_id(s.district),
+                    format!(
+                        "Detector {} (segment {}, lane {}) stopped reporting",
+                        det.id, s.id, det.lane
+                    ),
+                )
+            }
+            Subject::District(d) => {
+                let dist = &city.districts[d as usize];
+                (
+                    dist.id.clone(),
+                    serde_json::json!({ "district": dist.id }),
+                    None,
+                    Some(dist.id.clone()),
+                    format!(
+                        "District {} ({}) is persistently congested",
+                        dist.name, dist.id
+                    ),
+                )
+            }
+        };
+        AlertInfo {
+            id: format!("{}:{id_tail}", rule.name()),
+            rule: rule.name(),
+            domain: rule.domain(),
+            severity: rule.severity(),
+            subject,
+            cell,
+            district,
+            message,
+        }
+    }
+}

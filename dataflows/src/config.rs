@@ -1,0 +1,299 @@
+//! The dataflows' settings, with documented defaults.
+//!
+//! These are the knobs that change *what* is computed (lateness, retention, congestion bands,
+//! alert thresholds), as opposed to *where* data comes from or goes (broker, InfluxDB), which the
+//! binary's config holds. Every struct denies unknown fields so a typo in `citybrain.toml` is an
+//! error naming the key, never a silently ignored setting. All defaults are listed in README.md.
+
+use crate::time::{MINUTE, Ms, SECOND};
+use serde::{Deserialize, Serialize};
+
+/// All settings of the dataflows.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The event-time clock.
+    pub time: TimeConfig,
+    /// Traffic indicators and alerts.
+    pub traffic: TrafficConfig,
+}
+
+/// The event-time clock (CONTRACT §1).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeConfig {
+    /// Allowed lateness in seconds: watermark = largest ts seen − this. Default 5.
+    pub lateness_s: u64,
+    /// The city's time zone (IANA name) that defines "today" for daily figures. Default `Asia/Shanghai`.
+    pub city_tz: String,
+}
+
+impl Default for TimeConfig {
+    fn default() -> Self {
+        TimeConfig {
+            lateness_s: 5,
+            city_tz: "Asia/Shanghai".into(),
+        }
+    }
+}
+
+impl TimeConfig {
+    /// The allowed lateness in ms.
+    pub fn lateness_ms(&self) -> Ms {
+        self.lateness_s * SECOND
+    }
+}
+
+/// Traffic indicators and alert rules (CONTRACT §6–7).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrafficConfig {
+    /// How long after its window ends a window's readings are kept, in seconds, so late readings
+    /// can still correct it. A reading whose 1-minute window ended longer ago than this (measured
+    /// on the watermark) is dead-lettered `too_late`. Default 900 (15 minutes).
+    pub retention_s: u64,
+    /// Congestion bands, km/h, per road class: a segment's level is 1 (畅通) above the first
+    /// number, 2 (基本畅通) above the second, 3 (轻度拥堵) above the third, 4 (中度拥堵) above the
+    /// fourth, else 5 (严重拥堵).
+    pub bands: Bands,
+    /// A segment counts as congested for the district index at this level or worse. Default 4.
+    pub congested_level: u8,
+    /// Piecewise-linear map from the length-weighted congested share of a district's observed
+    /// road (percent) to its traffic performance index (0–10), as `[share_pct, tpi]` points with
+    /// increasing share. Default (after Beijing DB11/T 785): 0→0, 4→2, 8→4, 11→6, 14→8, 24→10.
+    pub tpi_curve: Vec<[f64; 2]>,
+    /// `traffic.incident` (a blocked lane) parameters.
+    pub incident: IncidentConfig,
+    /// `traffic.congestion` parameters.
+    pub congestion: CongestionConfig,
+    /// `traffic.detector_offline`: raised after this many reporting intervals without a reading
+    /// (after the interval the last reading covers). Default 3.
+    pub offline_intervals: u32,
+}
+
+impl Default for TrafficConfig {
+    fn default() -> Self {
+        TrafficConfig {
+            retention_s: 900,
+            bands: Bands::default(),
+            congested_level: 4,
+            tpi_curve: vec![
+                [0.0, 0.0],
+                [4.0, 2.0],
+                [8.0, 4.0],
+                [11.0, 6.0],
+                [14.0, 8.0],
+                [24.0, 10.0],
+            ],
+            incident: IncidentConfig::default(),
+            congestion: CongestionConfig::default(),
+            offline_intervals: 3,
+        }
+    }
+}
+
+impl TrafficConfig {
+    /// Retention in ms.
+    pub fn retention_ms(&self) -> Ms {
+        self.retention_s * SECOND
+    }
+}
+
+/// Speed bands per road class, each `[l1, l2, l3, l4]` in km/h, strictly decreasing.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Bands {
+    /// Expressways. Default 65, 50, 35, 20.
+    pub expressway: [f64; 4],
+    /// Arterial roads. Default 40, 30, 20, 15.
+    pub arterial: [f64; 4],
+    /// Secondary roads. Default 35, 25, 15, 10.
+    pub secondary: [f64; 4],
+    /// Branch roads. Default 35, 25, 15, 10.
+    pub branch: [f64; 4],
+}
+
+impl Default for Bands {
+    fn default() -> Self {
+        Bands {
+            expressway: [65.0, 50.0, 35.0, 20.0],
+            arterial: [40.0, 30.0, 20.0, 15.0],
+            secondary: [35.0, 25.0, 15.0, 10.0],
+            branch: [35.0, 25.0, 15.0, 10.0],
+        }
+    }
+}
+
+/// Blocked-lane detection (see `traffic::incident` for the algorithm).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IncidentConfig {
+    /// A lane is "stopped" in a minute when its occupancy is at least this. Default 0.85.
+    pub occ_stopped: f64,
+    /// … and at most this many vehicles crossed its loop in the minute. Default 0.
+    pub max_count: u32,
+    /// The neighbour lane must carry at least this many vehicles in the same minute. Default 3.
+    pub neighbour_min_count: u32,
+    /// … and have an occupancy at least this much lower (California OCCDF). Default 0.4.
+    pub occ_diff: f64,
+    /// The downstream segment's mean occupancy at or above which a stopped lane is read as
+    /// spill-back from downstream, not an incident. Default 0.5.
+    pub spillback_occ: f64,
+    /// Consecutive minutes the condition must hold before the alert is raised. Default 5.
+    pub persist_min: u32,
+}
+
+impl Default for IncidentConfig {
+    fn default() -> Self {
+        IncidentConfig {
+            occ_stopped: 0.85,
+            max_count: 0,
+            neighbour_min_count: 3,
+            occ_diff: 0.4,
+            spillback_occ: 0.5,
+            persist_min: 5,
+        }
+    }
+}
+
+/// District congestion alert.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CongestionConfig {
+    /// A district is congested while its 5-minute index is at least this. Default 6 (中度拥堵).
+    pub tpi_threshold: f64,
+    /// For this many minutes (a multiple of 5): consecutive 5-minute windows. Default 15.
+    pub persist_min: u32,
+}
+
+impl Default for CongestionConfig {
+    fn default() -> Self {
+        CongestionConfig {
+            tpi_threshold: 6.0,
+            persist_min: 15,
+        }
+    }
+}
+
+/// A setting that is present but unusable.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("config key `{key}`: {reason}")]
+pub struct ConfigError {
+    /// The dotted key, e.g. `traffic.bands.arterial`.
+    pub key: String,
+    /// Why the value is unusable.
+    pub reason: String,
+}
+
+impl Config {
+    /// Checks the values that types alone cannot, naming the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: &str, reason: &str| {
+            Err(ConfigError {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
+        if self.time.lateness_s > 3600 {
+            return err("time.lateness_s", "must be at most 3600");
+        }
+        let t = &self.traffic;
+        if t.retention_s < 60 {
+            return err(
+                "traffic.retention_s",
+                "must be at least 60 (a whole 1-minute window)",
+            );
+        }
+        for (name, b) in [
+            ("expressway", t.bands.expressway),
+            ("arterial", t.bands.arterial),
+            ("secondary", t.bands.secondary),
+            ("branch", t.bands.branch),
+        ] {
+            if !b.windows(2).all(|w| w[0] > w[1]) || b[3] < 0.0 {
+                return err(
+                    &format!("traffic.bands.{name}"),
+                    "must be four strictly decreasing speeds ≥ 0",
+                );
+            }
+        }
+        if !(1..=5).contains(&t.congested_level) {
+            return err("traffic.congested_level", "must be 1..5");
+        }
+        if t.tpi_curve.len() < 2
+            || !t
+                .tpi_curve
+                .windows(2)
+                .all(|w| w[0][0] < w[1][0] && w[0][1] <= w[1][1])
+        {
+            return err(
+                "traffic.tpi_curve",
+                "needs ≥ 2 points with increasing share and non-decreasing index",
+            );
+        }
+        if t.tpi_curve
+            .iter()
+            .any(|p| !(0.0..=100.0).contains(&p[0]) || !(0.0..=10.0).contains(&p[1]))
+        {
+            return err(
+                "traffic.tpi_curve",
+                "shares must be 0..100 and indices 0..10",
+            );
+        }
+        let i = &t.incident;
+        for (key, v) in [
+            ("traffic.incident.occ_stopped", i.occ_stopped),
+            ("traffic.incident.occ_diff", i.occ_diff),
+            ("traffic.incident.spillback_occ", i.spillback_occ),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return err(key, "must be an occupancy fraction 0..1");
+            }
+        }
+        if i.persist_min == 0 || i.persist_min > 120 {
+            return err("traffic.incident.persist_min", "must be 1..120");
+        }
+        let c = &t.congestion;
+        if c.persist_min == 0 || c.persist_min % 5 != 0 || c.persist_min > 24 * 60 {
+            return err(
+                "traffic.congestion.persist_min",
+                "must be a positive multiple of 5 (≤ 1440)",
+            );
+        }
+        if !(0.0..=10.0).contains(&c.tpi_threshold) {
+            return err("traffic.congestion.tpi_threshold", "must be 0..10");
+        }
+        if t.offline_intervals == 0 || t.offline_intervals > 1000 {
+            return err("traffic.offline_intervals", "must be 1..1000");
+        }
+        Ok(())
+    }
+
+    /// The incident persistence as a duration.
+    pub fn incident_persist_ms(&self) -> Ms {
+        self.traffic.incident.persist_min as Ms * MINUTE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut c = Config::default();
+        c.traffic.bands.arterial = [40.0, 45.0, 20.0, 15.0];
+        assert_eq!(c.validate().unwrap_err().key, "traffic.bands.arterial");
+        let mut c = Config::default();
+        c.traffic.congestion.persist_min = 7;
+        assert_eq!(
+            c.validate().unwrap_err().key,
+            "traffic.congestion.persist_min"
+        );
+    }
+}

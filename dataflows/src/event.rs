@@ -1,0 +1,731 @@
+//! The payloads of every MQTT topic (CONTRACT §2) and the one place they are decoded.
+//!
+//! Each topic has one type here, used by the processor to decode and by the simulator to encode,
+//! so the two can never disagree on the schema. Strings borrow from the input where JSON allows
+//! (`Cow<str>`: escaped strings are owned), which keeps decoding allocation-free on the hot path.
+//!
+//! [`Decoder::decode`] is where a topic is recognised, a payload (object or array batch) parsed and
+//! validated, and personal identifiers are replaced by their pseudonyms: nothing downstream of it
+//! ever sees a clear-text `person`. A bad element of a batch is reported on its own; the others
+//! still decode.
+
+use crate::pseudonym::Pseudonymizer;
+use crate::time::Ts;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// A loop-detector reading for one reporting interval (`city/traffic/detector/{id}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DetectorReading<'a> {
+    /// Detector id (a `detector` of the city model).
+    #[serde(borrow)]
+    pub sensor: Cow<'a, str>,
+    /// Segment id the detector is on.
+    #[serde(borrow)]
+    pub segment: Cow<'a, str>,
+    /// Start of the interval.
+    pub ts: Ts,
+    /// Interval length, seconds (> 0).
+    pub interval_s: u32,
+    /// Vehicles counted in the interval.
+    pub count: u32,
+    /// Lane (informational; the city model's lane is authoritative).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<u32>,
+    /// Flow rate as reported (informational; citybrain derives flow from `count`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_vph: Option<f64>,
+    /// Share of the interval the loop was occupied, 0..1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occupancy: Option<f64>,
+    /// Mean speed of the counted vehicles, km/h; null when count = 0.
+    #[serde(default)]
+    pub speed_kmh: Option<f64>,
+}
+
+/// Incident lifecycle states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum IncidentStatus {
+    Reported,
+    Dispatched,
+    EnRoute,
+    OnScene,
+    Cleared,
+    Cancelled,
+}
+
+/// Incident types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum IncidentType {
+    Fire,
+    Medical,
+    Police,
+    Traffic,
+}
+
+/// An emergency incident event (`city/emergency/incident/{id}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IncidentEvent<'a> {
+    /// Incident id.
+    #[serde(borrow)]
+    pub incident: Cow<'a, str>,
+    /// Event time.
+    pub ts: Ts,
+    /// New status.
+    pub status: IncidentStatus,
+    /// Incident type.
+    #[serde(rename = "type")]
+    pub kind: IncidentType,
+    /// 1 = highest … 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<u8>,
+    /// Longitude.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lon: Option<f64>,
+    /// Latitude.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lat: Option<f64>,
+    /// The unit assigned (from dispatch on).
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<Cow<'a, str>>,
+    /// Free text.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub note: Option<Cow<'a, str>>,
+}
+
+/// Emergency unit types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum UnitType {
+    FireEngine,
+    Ambulance,
+    Police,
+}
+
+/// Emergency unit states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum UnitStatus {
+    Available,
+    Dispatched,
+    EnRoute,
+    OnScene,
+    Returning,
+    OutOfService,
+}
+
+/// An emergency unit's status or position (`city/emergency/unit/{id}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UnitEvent<'a> {
+    /// Unit id.
+    #[serde(borrow)]
+    pub unit: Cow<'a, str>,
+    /// Event time.
+    pub ts: Ts,
+    /// Unit type.
+    #[serde(rename = "type")]
+    pub kind: UnitType,
+    /// Status.
+    pub status: UnitStatus,
+    /// Longitude.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lon: Option<f64>,
+    /// Latitude.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lat: Option<f64>,
+    /// Home station.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub station: Option<Cow<'a, str>>,
+    /// Incident it is assigned to.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<Cow<'a, str>>,
+}
+
+/// Grid case lifecycle states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum CaseStatus {
+    Reported,
+    Assigned,
+    InProgress,
+    Resolved,
+    Closed,
+    Reopened,
+}
+
+/// Where a grid case came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum CaseSource {
+    Hotline,
+    Patrol,
+    Sensor,
+    App,
+}
+
+/// A grid-management case event (`city/grid/case/{id}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CaseEvent<'a> {
+    /// Case id.
+    #[serde(borrow, rename = "case")]
+    pub case_id: Cow<'a, str>,
+    /// Event time.
+    pub ts: Ts,
+    /// New status.
+    pub status: CaseStatus,
+    /// Category (free text; selects the time limit).
+    #[serde(borrow)]
+    pub category: Cow<'a, str>,
+    /// Cell id, or else lon/lat.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<Cow<'a, str>>,
+    /// Longitude.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lon: Option<f64>,
+    /// Latitude.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lat: Option<f64>,
+    /// Source channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<CaseSource>,
+    /// Officer handling it.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub officer: Option<Cow<'a, str>>,
+}
+
+/// A grid cell sensor reading (`city/grid/sensor/{id}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GridSensorReading<'a> {
+    /// Sensor id.
+    #[serde(borrow)]
+    pub sensor: Cow<'a, str>,
+    /// Event time.
+    pub ts: Ts,
+    /// What it measures (free text: water_level, smoke, …).
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
+    /// The reading.
+    pub value: f64,
+    /// Cell id, or else lon/lat.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<Cow<'a, str>>,
+    /// Longitude.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lon: Option<f64>,
+    /// Latitude.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lat: Option<f64>,
+    /// Unit of `value`.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<Cow<'a, str>>,
+}
+
+/// Public-health case states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum HealthStatus {
+    Confirmed,
+    Suspected,
+    Cleared,
+}
+
+/// A public-health case record (`city/health/case/{id}`). After decoding, `person` is the pseudonym.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HealthCase<'a> {
+    /// Personal id (clear text on the wire only; the pseudonym once decoded).
+    #[serde(borrow)]
+    pub person: Cow<'a, str>,
+    /// Event time.
+    pub ts: Ts,
+    /// Status.
+    pub status: HealthStatus,
+}
+
+/// Trip carriers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum Carrier {
+    Train,
+    Flight,
+    Bus,
+    Metro,
+}
+
+/// A trip record (`city/health/trip/{id}`). After decoding, `person` is the pseudonym.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TripRecord<'a> {
+    /// Personal id (pseudonym once decoded).
+    #[serde(borrow)]
+    pub person: Cow<'a, str>,
+    /// Event time.
+    pub ts: Ts,
+    /// Carrier.
+    pub carrier: Carrier,
+    /// Trip id, e.g. `G1234@2026-03-02`.
+    #[serde(borrow)]
+    pub trip: Cow<'a, str>,
+    /// Row or car.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row: Option<serde_json::Value>,
+    /// Seat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seat: Option<serde_json::Value>,
+}
+
+/// A venue check-in (`city/health/checkin/{venue}`). After decoding, `person` is the pseudonym.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkin<'a> {
+    /// Personal id (pseudonym once decoded).
+    #[serde(borrow)]
+    pub person: Cow<'a, str>,
+    /// Event time.
+    pub ts: Ts,
+    /// Venue id.
+    #[serde(borrow)]
+    pub venue: Cow<'a, str>,
+    /// Cell id, or else lon/lat.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<Cow<'a, str>>,
+    /// Longitude.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lon: Option<f64>,
+    /// Latitude.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lat: Option<f64>,
+}
+
+/// One decoded, validated message element.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(missing_docs)]
+pub enum Event<'a> {
+    Detector(DetectorReading<'a>),
+    Incident(IncidentEvent<'a>),
+    Unit(UnitEvent<'a>),
+    Case(CaseEvent<'a>),
+    GridSensor(GridSensorReading<'a>),
+    HealthCase(HealthCase<'a>),
+    Trip(TripRecord<'a>),
+    Checkin(Checkin<'a>),
+}
+
+impl Event<'_> {
+    /// The event time.
+    pub fn ts(&self) -> Ts {
+        match self {
+            Event::Detector(e) => e.ts,
+            Event::Incident(e) => e.ts,
+            Event::Unit(e) => e.ts,
+            Event::Case(e) => e.ts,
+            Event::GridSensor(e) => e.ts,
+            Event::HealthCase(e) => e.ts,
+            Event::Trip(e) => e.ts,
+            Event::Checkin(e) => e.ts,
+        }
+    }
+}
+
+/// The topic families of CONTRACT §2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[allow(missing_docs)]
+pub enum TopicKind {
+    Detector,
+    Incident,
+    Unit,
+    Case,
+    GridSensor,
+    HealthCase,
+    Trip,
+    Checkin,
+}
+
+impl TopicKind {
+    /// Every topic family, in contract order.
+    pub const ALL: [TopicKind; 8] = [
+        TopicKind::Detector,
+        TopicKind::Incident,
+        TopicKind::Unit,
+        TopicKind::Case,
+        TopicKind::GridSensor,
+        TopicKind::HealthCase,
+        TopicKind::Trip,
+        TopicKind::Checkin,
+    ];
+
+    /// The topic path below the prefix, without the trailing id: `traffic/detector`, ….
+    pub fn path(self) -> &'static str {
+        match self {
+            TopicKind::Detector => "traffic/detector",
+            TopicKind::Incident => "emergency/incident",
+            TopicKind::Unit => "emergency/unit",
+            TopicKind::Case => "grid/case",
+            TopicKind::GridSensor => "grid/sensor",
+            TopicKind::HealthCase => "health/case",
+            TopicKind::Trip => "health/trip",
+            TopicKind::Checkin => "health/checkin",
+        }
+    }
+
+    /// Whether payloads of this family carry a personal identifier.
+    pub fn personal(self) -> bool {
+        matches!(
+            self,
+            TopicKind::HealthCase | TopicKind::Trip | TopicKind::Checkin
+        )
+    }
+
+    /// Recognises `{prefix}{path}/{id}`; returns the family and the id.
+    pub fn parse<'t>(prefix: &str, topic: &'t str) -> Option<(TopicKind, &'t str)> {
+        let rest = topic.strip_prefix(prefix)?;
+        let (path, id) = rest.rsplit_once('/')?;
+        if id.is_empty() {
+            return None;
+        }
+        TopicKind::ALL
+            .into_iter()
+            .find(|k| k.path() == path)
+            .map(|k| (k, id))
+    }
+}
+
+/// Why a message (or one element of a batch) was rejected. The string forms are the
+/// dead-letter reasons of the contract and of `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Not JSON (or a recording line that is not `{"topic", "payload"}`).
+    MalformedJson,
+    /// JSON, but not the payload of its topic: a missing field, a wrong type, an unknown enum value.
+    InvalidPayload,
+    /// Well-formed, but a value is out of range (occupancy outside 0..1, a zero interval, …).
+    InvalidValue,
+    /// A topic that is not one of the contract's.
+    UnknownTopic,
+    /// A detector or segment the city model does not know.
+    UnknownId,
+    /// Behind the watermark by more than its collection's retention.
+    TooLate,
+}
+
+impl Reason {
+    /// Every reason, for metrics tables.
+    pub const ALL: [Reason; 6] = [
+        Reason::MalformedJson,
+        Reason::InvalidPayload,
+        Reason::InvalidValue,
+        Reason::UnknownTopic,
+        Reason::UnknownId,
+        Reason::TooLate,
+    ];
+
+    /// The reason's contract name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MalformedJson => "malformed_json",
+            Reason::InvalidPayload => "invalid_payload",
+            Reason::InvalidValue => "invalid_value",
+            Reason::UnknownTopic => "unknown_topic",
+            Reason::UnknownId => "unknown_id",
+            Reason::TooLate => "too_late",
+        }
+    }
+}
+
+/// A rejection: the reason and a human-readable detail (never containing a personal id).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{}: {detail}", reason.as_str())]
+pub struct Rejected {
+    /// The dead-letter reason.
+    pub reason: Reason,
+    /// What exactly was wrong.
+    pub detail: String,
+}
+
+impl Rejected {
+    /// A rejection with a reason and detail.
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Rejected {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Decodes payloads of the contract's topics.
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    prefix: String,
+    pseudonyms: Pseudonymizer,
+}
+
+fn schema_error(kind: TopicKind, e: serde_json::Error) -> Rejected {
+    if e.is_syntax() || e.is_eof() {
+        return Rejected::new(
+            Reason::MalformedJson,
+            format!("line {} column {}", e.line(), e.column()),
+        );
+    }
+    let msg = e.to_string();
+    // Range checks inside `Ts` are value errors, not schema errors.
+    let reason = if msg.starts_with("ts ") {
+        Reason::InvalidValue
+    } else {
+        Reason::InvalidPayload
+    };
+    // serde quotes offending values; in a personal payload that value could be an id number.
+    let detail = if kind.personal() {
+        format!("schema error at column {}", e.column())
+    } else {
+        msg
+    };
+    Rejected::new(reason, detail)
+}
+
+fn finite_in(v: Option<f64>, lo: f64, hi: f64, what: &str) -> Result<(), Rejected> {
+    match v {
+        Some(x) if !(x.is_finite() && (lo..=hi).contains(&x)) => Err(Rejected::new(
+            Reason::InvalidValue,
+            format!("{what} {x} outside {lo}..{hi}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn lon_lat(lon: Option<f64>, lat: Option<f64>) -> Result<(), Rejected> {
+    finite_in(lon, -180.0, 180.0, "lon")?;
+    finite_in(lat, -90.0, 90.0, "lat")
+}
+
+impl DetectorReading<'_> {
+    /// Range checks beyond the types.
+    pub fn validate(&self) -> Result<(), Rejected> {
+        if self.interval_s == 0 || self.interval_s > 3600 {
+            return Err(Rejected::new(
+                Reason::InvalidValue,
+                format!("interval_s {} outside 1..3600", self.interval_s),
+            ));
+        }
+        if self.count > 100_000 {
+            return Err(Rejected::new(
+                Reason::InvalidValue,
+                format!("count {} implausible", self.count),
+            ));
+        }
+        finite_in(self.occupancy, 0.0, 1.0, "occupancy")?;
+        finite_in(self.speed_kmh, 0.0, 400.0, "speed_kmh")?;
+        finite_in(self.flow_vph, 0.0, 1e7, "flow_vph")
+    }
+}
+
+impl Decoder {
+    /// A decoder for topics under `prefix` (e.g. `city/`), pseudonymizing with `pseudonyms`.
+    pub fn new(prefix: impl Into<String>, pseudonyms: Pseudonymizer) -> Self {
+        let mut prefix = prefix.into();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Decoder { prefix, pseudonyms }
+    }
+
+    /// The topic prefix, ending in `/`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The pseudonymizer in use.
+    pub fn pseudonyms(&self) -> &Pseudonymizer {
+        &self.pseudonyms
+    }
+
+    /// Decodes one message: a JSON object, or an array of them. Calls `each` once per element
+    /// with the event or the reason it was rejected. A message that is not JSON at all, or whose
+    /// topic is unknown, yields one rejection.
+    pub fn decode<'a>(
+        &self,
+        topic: &str,
+        payload: &'a [u8],
+        mut each: impl FnMut(Result<Event<'a>, Rejected>),
+    ) {
+        let Some((kind, _id)) = TopicKind::parse(&self.prefix, topic) else {
+            return each(Err(Rejected::new(
+                Reason::UnknownTopic,
+                "not a citybrain input topic",
+            )));
+        };
+        let text = match std::str::from_utf8(payload) {
+            Ok(t) => t,
+            Err(_) => {
+                return each(Err(Rejected::new(
+                    Reason::MalformedJson,
+                    "payload is not UTF-8",
+                )));
+            }
+        };
+        match text.trim_start().as_bytes().first() {
+            Some(b'[') => match serde_json::from_str::<Vec<&'a RawValue>>(text) {
+                Ok(items) => {
+                    for item in items {
+                        each(self.decode_one(kind, item.get()));
+                    }
+                }
+                Err(e) => each(Err(schema_error(kind, e))),
+            },
+            _ => each(self.decode_one(kind, text)),
+        }
+    }
+
+    /// Decodes one JSON object of a known topic family.
+    pub fn decode_one<'a>(&self, kind: TopicKind, text: &'a str) -> Result<Event<'a>, Rejected> {
+        let err = |e| schema_error(kind, e);
+        let ev = match kind {
+            TopicKind::Detector => {
+                let r: DetectorReading = serde_json::from_str(text).map_err(err)?;
+                r.validate()?;
+                Event::Detector(r)
+            }
+            TopicKind::Incident => {
+                let r: IncidentEvent = serde_json::from_str(text).map_err(err)?;
+                lon_lat(r.lon, r.lat)?;
+                if r.severity.is_some_and(|s| !(1..=5).contains(&s)) {
+                    return Err(Rejected::new(Reason::InvalidValue, "severity outside 1..5"));
+                }
+                Event::Incident(r)
+            }
+            TopicKind::Unit => {
+                let r: UnitEvent = serde_json::from_str(text).map_err(err)?;
+                lon_lat(r.lon, r.lat)?;
+                Event::Unit(r)
+            }
+            TopicKind::Case => {
+                let r: CaseEvent = serde_json::from_str(text).map_err(err)?;
+                lon_lat(r.lon, r.lat)?;
+                Event::Case(r)
+            }
+            TopicKind::GridSensor => {
+                let r: GridSensorReading = serde_json::from_str(text).map_err(err)?;
+                lon_lat(r.lon, r.lat)?;
+                if !r.value.is_finite() {
+                    return Err(Rejected::new(Reason::InvalidValue, "value is not finite"));
+                }
+                Event::GridSensor(r)
+            }
+            TopicKind::HealthCase => {
+                let mut r: HealthCase = serde_json::from_str(text).map_err(err)?;
+                r.person = Cow::Owned(self.pseudonyms.pseudonym(&r.person));
+                Event::HealthCase(r)
+            }
+            TopicKind::Trip => {
+                let mut r: TripRecord = serde_json::from_str(text).map_err(err)?;
+                r.person = Cow::Owned(self.pseudonyms.pseudonym(&r.person));
+                Event::Trip(r)
+            }
+            TopicKind::Checkin => {
+                let mut r: Checkin = serde_json::from_str(text).map_err(err)?;
+                lon_lat(r.lon, r.lat)?;
+                r.person = Cow::Owned(self.pseudonyms.pseudonym(&r.person));
+                Event::Checkin(r)
+            }
+        };
+        Ok(ev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoder() -> Decoder {
+        Decoder::new("city", Pseudonymizer::new(b"test-key".to_vec()))
+    }
+
+    fn all(topic: &str, payload: &str) -> Vec<Result<String, Reason>> {
+        let mut out = vec![];
+        decoder().decode(topic, payload.as_bytes(), |r| {
+            out.push(r.map(|e| format!("{e:?}")).map_err(|e| e.reason))
+        });
+        out
+    }
+
+    #[test]
+    fn detector_object_and_batch() {
+        let one = r#"{"sensor":"d1","segment":"s1","ts":1767225600000,"interval_s":30,"count":3,"occupancy":0.2,"speed_kmh":50.5}"#;
+        assert!(all("city/traffic/detector/d1", one)[0].is_ok());
+        let batch = format!(r#"[{one}, {{"sensor":"d1"}}, {one}]"#);
+        let got = all("city/traffic/detector/d1", &batch);
+        assert_eq!(got.len(), 3);
+        assert!(got[0].is_ok() && got[2].is_ok());
+        assert_eq!(got[1], Err(Reason::InvalidPayload));
+    }
+
+    #[test]
+    fn reasons() {
+        let t = "city/traffic/detector/d1";
+        assert_eq!(all(t, "{not json"), vec![Err(Reason::MalformedJson)]);
+        assert_eq!(all("city/nope/x", "{}"), vec![Err(Reason::UnknownTopic)]);
+        assert_eq!(
+            all(
+                t,
+                r#"{"sensor":"d1","segment":"s1","ts":1767225600000,"interval_s":30,"count":"3"}"#
+            ),
+            vec![Err(Reason::InvalidPayload)]
+        );
+        assert_eq!(
+            all(
+                t,
+                r#"{"sensor":"d1","segment":"s1","ts":1767225600000,"interval_s":30,"count":3,"occupancy":1.5}"#
+            ),
+            vec![Err(Reason::InvalidValue)]
+        );
+        assert_eq!(
+            all(
+                t,
+                r#"{"sensor":"d1","segment":"s1","ts":12,"interval_s":30,"count":3}"#
+            ),
+            vec![Err(Reason::InvalidValue)]
+        );
+    }
+
+    #[test]
+    fn persons_never_leave_in_clear() {
+        let d = decoder();
+        let mut seen = vec![];
+        d.decode(
+            "city/health/case/x",
+            br#"{"person":" 11010519491231002x ","ts":1767225600000,"status":"confirmed"}"#,
+            |r| seen.push(r.unwrap()),
+        );
+        let Event::HealthCase(c) = &seen[0] else {
+            panic!()
+        };
+        assert_eq!(c.person, d.pseudonyms().pseudonym("11010519491231002X"));
+        assert!(!c.person.contains("110105"));
+        // A schema error in a personal payload does not quote the value.
+        let mut errs = vec![];
+        d.decode(
+            "city/health/case/x",
+            br#"{"person":"110105194912310021","ts":"soon","status":"confirmed"}"#,
+            |r| errs.push(r.unwrap_err()),
+        );
+        assert!(!errs[0].detail.contains("110105"), "{}", errs[0].detail);
+    }
+
+    #[test]
+    fn topics() {
+        assert_eq!(
+            TopicKind::parse("city/", "city/health/checkin/v-1"),
+            Some((TopicKind::Checkin, "v-1"))
+        );
+        assert_eq!(TopicKind::parse("city/", "city/traffic/detector/"), None);
+        assert_eq!(TopicKind::parse("city/", "town/traffic/detector/a"), None);
+    }
+}

@@ -1,0 +1,35 @@
+//! # citybrain-dataflows — the pure core of citybrain
+//!
+//! Everything citybrain computes, and nothing that touches the outside world: no sockets, no
+//! files, no wall clock. Typed inputs go in, typed output collections come out; the same input
+//! gives the same output on one worker or many.
+//!
+//! * [`event`] — the payload types of every MQTT topic and the one decoder (validation,
+//!   pseudonymization, dead-letter reasons).
+//! * [`city`] — the city model from GeoJSON, interned ids, point placement.
+//! * [`config`] — the settings of the dataflows, with documented defaults.
+//! * [`time`] — event time, window alignment and the city-wide watermark.
+//! * [`ingest`] — turns decoded events into timed, pre-aggregated input updates.
+//! * [`traffic`] — traffic windows, levels, district index and traffic alert rules.
+//! * [`windows`] — temporal helpers (validity intervals, persistence) shared by all domains.
+//! * [`alerts`] — alert identities and their descriptions.
+//! * [`pipeline`] — the whole city dataflow and the ordered delivery of its results.
+//! * [`lp`] — InfluxDB line protocol for the results.
+#![warn(missing_docs)]
+
+pub mod alerts;
+pub mod city;
+pub mod config;
+mod diff;
+pub mod event;
+pub mod ingest;
+pub mod lp;
+pub mod pipeline;
+pub mod pseudonym;
+pub mod time;
+pub mod traffic;
+pub mod windows;
+
+pub use city::CityModel;
+pub use config::Config;
+pub use time::Ms;

@@ -1,0 +1,192 @@
+//! InfluxDB line protocol for the dataflow outputs (CONTRACT §6). Pure string formatting.
+//!
+//! Windowed points are stamped with the window start, alerts with the event time of the
+//! transition; timestamps are nanoseconds. Values are written unrounded from the exact sums
+//! (Rust's shortest round-trip float formatting). Only insertions are written: a retraction
+//! alone writes nothing, and a corrected window is written again at the same series and time,
+//! which InfluxDB treats as an overwrite.
+
+use crate::alerts::AlertKey;
+use crate::city::CityModel;
+use crate::config::Config;
+use crate::pipeline::Out;
+use crate::time::Ms;
+use crate::traffic::{DistSum, FlowSum, Win, level, tpi_level};
+use std::fmt::Write;
+
+/// Escapes a tag key or value (commas, spaces, equals signs).
+pub fn escape_tag(s: &str, out: &mut String) {
+    for c in s.chars() {
+        if matches!(c, ',' | ' ' | '=' | '\\') {
+            out.push('\\');
+        }
+        if c == '\n' {
+            out.push(' ');
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// Appends a quoted string field value.
+pub fn quote_field(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+struct Fields<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl<'a> Fields<'a> {
+    fn new(out: &'a mut String) -> Self {
+        out.push(' ');
+        Fields { out, first: true }
+    }
+    fn sep(&mut self) {
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+    }
+    fn int(&mut self, k: &str, v: i64) -> &mut Self {
+        self.sep();
+        let _ = write!(self.out, "{k}={v}i");
+        self
+    }
+    fn float(&mut self, k: &str, v: Option<f64>) -> &mut Self {
+        if let Some(v) = v.filter(|v| v.is_finite()) {
+            self.sep();
+            let _ = write!(self.out, "{k}={v}");
+        }
+        self
+    }
+    fn string(&mut self, k: &str, v: &str) -> &mut Self {
+        self.sep();
+        self.out.push_str(k);
+        self.out.push('=');
+        quote_field(v, self.out);
+        self
+    }
+    fn end(&mut self, ms: Ms) {
+        let _ = writeln!(self.out, " {}", ms as u128 * 1_000_000);
+    }
+}
+
+fn tag(out: &mut String, k: &str, v: &str) {
+    out.push(',');
+    out.push_str(k);
+    out.push('=');
+    escape_tag(v, out);
+}
+
+fn flow_fields(f: &mut Fields<'_>, sum: &FlowSum, win: Win) {
+    f.int("count", sum.count)
+        .float("flow_vph", Some(sum.flow_vph(win)))
+        .float("occupancy", sum.occupancy())
+        .float("speed_kmh", sum.speed_kmh());
+}
+
+/// Appends the line for an output record that was inserted (diff > 0) at event time `time`.
+/// Alerts are written by [`alert_line`], which knows the transition.
+pub fn encode(out: &Out, city: &CityModel, cfg: &Config, buf: &mut String) {
+    match out {
+        Out::Detector(w, sum) => {
+            let det = &city.detectors[w.det as usize];
+            buf.push_str("traffic_detector");
+            tag(buf, "segment", &city.segments[det.segment as usize].id);
+            tag(buf, "sensor", &det.id);
+            tag(buf, "window", w.win.tag());
+            let mut f = Fields::new(buf);
+            flow_fields(&mut f, sum, w.win);
+            f.end(w.start);
+        }
+        Out::Segment(w, sum) => {
+            let seg = &city.segments[w.seg as usize];
+            buf.push_str("traffic_segment");
+            tag(buf, "district", &city.districts[seg.district as usize].id);
+            tag(buf, "road_class", seg.road_class.as_str());
+            tag(buf, "segment", &seg.id);
+            tag(buf, "window", w.win.tag());
+            let mut f = Fields::new(buf);
+            flow_fields(&mut f, sum, w.win);
+            f.float(
+                "tti",
+                sum.speed_kmh()
+                    .filter(|v| *v > 0.0)
+                    .map(|v| seg.speed_limit_kmh / v),
+            );
+            f.int("level", level(sum, seg.road_class, &cfg.traffic) as i64);
+            f.end(w.start);
+        }
+        Out::District(w, sum) => district_line(w.district, w.win, w.start, sum, city, cfg, buf),
+        Out::Alert(_) => {}
+    }
+}
+
+fn district_line(
+    d: u32,
+    win: Win,
+    start: Ms,
+    sum: &DistSum,
+    city: &CityModel,
+    cfg: &Config,
+    buf: &mut String,
+) {
+    buf.push_str("traffic_district");
+    tag(buf, "district", &city.districts[d as usize].id);
+    tag(buf, "window", win.tag());
+    let tpi = sum.tpi(&cfg.traffic);
+    let mut f = Fields::new(buf);
+    f.float("tpi", Some(tpi))
+        .int("level", tpi_level(tpi) as i64)
+        .float("speed_kmh", sum.speed_kmh())
+        .float("congested_km", Some(sum.congested_km()));
+    f.end(start);
+}
+
+/// Appends the `alert` line of a transition to `state` at event time `time`.
+pub fn alert_line(
+    key: &AlertKey,
+    state: &str,
+    severity: &str,
+    time: Ms,
+    city: &CityModel,
+    buf: &mut String,
+) {
+    let info = key.describe(city);
+    buf.push_str("alert");
+    tag(buf, "domain", info.domain);
+    tag(buf, "rule", info.rule);
+    tag(buf, "severity", severity);
+    let mut f = Fields::new(buf);
+    f.string("state", state)
+        .string("subject", &info.subject.to_string())
+        .string("cell", info.cell.as_deref().unwrap_or(""))
+        .string("district", info.district.as_deref().unwrap_or(""))
+        .string("message", &info.message)
+        .string("id", &info.id);
+    f.end(time);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping() {
+        let mut s = String::new();
+        escape_tag("a b,c=d", &mut s);
+        assert_eq!(s, r"a\ b\,c\=d");
+        let mut s = String::new();
+        quote_field(r#"say "hi"\"#, &mut s);
+        assert_eq!(s, r#""say \"hi\"\\""#);
+    }
+}

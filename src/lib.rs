@@ -1,0 +1,16 @@
+//! # citybrain — the binary's library
+//!
+//! The I/O shell around the pure dataflows of `citybrain-dataflows`:
+//!
+//! * [`config`] — the `citybrain.toml` file: dataflow settings plus what only the binary needs.
+//! * [`replay`] — `citybrain replay`: a recording through the city dataflow as fast as possible.
+//! * [`alerts`] — alert transitions and the alert objects of the contract.
+//!
+//! Where to look: a topic is decoded in `dataflows/src/event.rs`; indicators are computed in
+//! `dataflows/src/traffic.rs` (one module per domain); alerts are raised by the rule functions at
+//! the end of each domain module and turned into alert objects in [`alerts`].
+#![warn(missing_docs)]
+
+pub mod alerts;
+pub mod config;
+pub mod replay;

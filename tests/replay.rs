@@ -1,0 +1,604 @@
+//! End-to-end tests of `citybrain replay` and the traffic dataflows: recordings in, line
+//! protocol, alert transitions and dead letters out, through the same code as the CLI.
+
+use citybrain::config::Settings;
+use citybrain::replay::{ReplayOptions, ReplaySummary, replay};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const T0: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+const MIN: u64 = 60_000;
+
+/// A scratch directory per test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("citybrain-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A small city: one district, two cells, a chain of three 2-lane arterial segments
+/// s0 → s1 → s2 (500 m, 60 km/h), one detector per lane (`k{seg}-{lane}`).
+fn city() -> Value {
+    let sq = |x0: f64, x1: f64| json!({"type": "Polygon", "coordinates": [[[x0, 0.0], [x1, 0.0], [x1, 1.0], [x0, 1.0], [x0, 0.0]]]});
+    let mut f = vec![
+        json!({"type": "Feature", "geometry": sq(0.0, 3.0), "properties": {"kind": "district", "id": "d1", "name": "Centre"}}),
+        json!({"type": "Feature", "geometry": sq(0.0, 1.5), "properties": {"kind": "cell", "id": "c1", "district": "d1", "officers": ["o1"]}}),
+        json!({"type": "Feature", "geometry": sq(1.5, 3.0), "properties": {"kind": "cell", "id": "c2", "district": "d1", "officers": ["o2"]}}),
+    ];
+    for s in 0..3 {
+        let x = s as f64 + 0.1;
+        let mut props = json!({"kind": "segment", "id": format!("s{s}"), "district": "d1", "length_m": 500.0,
+            "speed_limit_kmh": 60.0, "lanes": 2, "road_class": "arterial"});
+        if s < 2 {
+            props["downstream"] = json!([format!("s{}", s + 1)]);
+        }
+        f.push(json!({"type": "Feature", "geometry": {"type": "LineString", "coordinates": [[x, 0.5], [x + 0.5, 0.5]]}, "properties": props}));
+        for lane in 0..2 {
+            f.push(json!({"type": "Feature", "geometry": {"type": "Point", "coordinates": [x + 0.4, 0.5]},
+                "properties": {"kind": "detector", "id": format!("k{s}-{lane}"), "segment": format!("s{s}"), "lane": lane}}));
+        }
+    }
+    json!({"type": "FeatureCollection", "features": f})
+}
+
+/// One detector reading as a recording line.
+fn reading(seg: u32, lane: u32, ts: u64, count: u32, occ: f64, speed: Option<f64>) -> String {
+    json!({"topic": format!("city/traffic/detector/k{seg}-{lane}"), "payload": {
+        "sensor": format!("k{seg}-{lane}"), "segment": format!("s{seg}"), "lane": lane, "ts": ts,
+        "interval_s": 30, "count": count, "occupancy": occ, "speed_kmh": speed}})
+    .to_string()
+}
+
+/// What a lane does in one 30-second interval.
+type Behaviour = dyn Fn(u32, u32, u64) -> (u32, f64, Option<f64>);
+
+/// Every detector reporting every 30 s from `T0` for `minutes`, as told by `how(seg, lane, t)`.
+fn feed(minutes: u64, how: &Behaviour) -> Vec<String> {
+    let mut lines = vec![];
+    for i in 0..minutes * 2 {
+        let ts = T0 + i * 30_000;
+        for seg in 0..3 {
+            for lane in 0..2 {
+                let (count, occ, speed) = how(seg, lane, ts);
+                lines.push(reading(seg, lane, ts, count, occ, speed));
+            }
+        }
+    }
+    lines
+}
+
+fn free_flow(_: u32, _: u32, _: u64) -> (u32, f64, Option<f64>) {
+    (10, 0.1, Some(55.0))
+}
+
+/// The outputs of one replay.
+struct Run {
+    lp: String,
+    alerts: Vec<Value>,
+    dead: Vec<Value>,
+    summary: ReplaySummary,
+}
+
+fn run_files(
+    dir: &Path,
+    city_path: &Path,
+    input: &Path,
+    workers: usize,
+    config: Option<&Path>,
+) -> Run {
+    let opts = ReplayOptions {
+        city: city_path.to_path_buf(),
+        input: input.to_path_buf(),
+        out_lp: dir.join(format!("out-{workers}.lp")),
+        alerts_out: Some(dir.join(format!("alerts-{workers}.jsonl"))),
+        dead_letter_out: Some(dir.join(format!("dl-{workers}.jsonl"))),
+        workers,
+        progress: false,
+    };
+    let settings = Settings::load(config).unwrap();
+    let summary = replay(&opts, &settings).unwrap();
+    let read_json = |p: &Path| -> Vec<Value> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    Run {
+        lp: std::fs::read_to_string(&opts.out_lp).unwrap(),
+        alerts: read_json(opts.alerts_out.as_ref().unwrap()),
+        dead: read_json(opts.dead_letter_out.as_ref().unwrap()),
+        summary,
+    }
+}
+
+fn run(name: &str, lines: &[String], workers: usize) -> Run {
+    let dir = scratch(name);
+    let city_path = dir.join("city.geojson");
+    std::fs::write(&city_path, city().to_string()).unwrap();
+    let input = dir.join("feed.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    run_files(&dir, &city_path, &input, workers, None)
+}
+
+/// Parsed line protocol: (measurement, tags, fields, ns).
+#[derive(Debug, Clone, PartialEq)]
+struct Point {
+    measurement: String,
+    tags: BTreeMap<String, String>,
+    fields: BTreeMap<String, String>,
+    ns: u64,
+}
+
+fn points(lp: &str) -> Vec<Point> {
+    lp.lines()
+        .map(|l| {
+            let (series, rest) = l.split_once(' ').unwrap();
+            let (fields, ns) = rest.rsplit_once(' ').unwrap();
+            let mut tags = series.split(',');
+            let measurement = tags.next().unwrap().to_string();
+            let tags = tags
+                .map(|t| t.split_once('=').unwrap())
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect();
+            // Test data has no commas inside string fields except `subject`, which we skip.
+            let fields = fields
+                .split(',')
+                .filter_map(|f| f.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+                .collect();
+            Point {
+                measurement,
+                tags,
+                fields,
+                ns: ns.parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+fn find<'a>(pts: &'a [Point], m: &str, tags: &[(&str, &str)], start_ms: u64) -> Vec<&'a Point> {
+    pts.iter()
+        .filter(|p| p.measurement == m && p.ns == start_ms * 1_000_000)
+        .filter(|p| {
+            tags.iter()
+                .all(|(k, v)| p.tags.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect()
+}
+
+fn field(p: &Point, k: &str) -> f64 {
+    p.fields[k].trim_end_matches('i').parse().unwrap()
+}
+
+#[test]
+fn fixed_input_gives_exact_windows() {
+    // Lane 0 of s0: readings with different occupancy and speed; lane 1 empty road.
+    let mut lines = vec![
+        reading(0, 0, T0, 10, 0.2, Some(60.0)),
+        reading(0, 0, T0 + 30_000, 30, 0.4, Some(40.0)),
+        reading(0, 0, T0 + 60_000, 0, 0.1, None),
+        reading(0, 1, T0, 0, 0.0, None),
+    ];
+    // Something much later closes the first windows.
+    lines.push(reading(2, 0, T0 + 20 * MIN, 5, 0.1, Some(50.0)));
+    let r = run("fixed", &lines, 1);
+    let pts = points(&r.lp);
+
+    let d1 = find(
+        &pts,
+        "traffic_detector",
+        &[("sensor", "k0-0"), ("window", "1m")],
+        T0,
+    );
+    assert_eq!(d1.len(), 1, "{:?}", d1);
+    assert_eq!(field(d1[0], "count"), 40.0);
+    assert_eq!(field(d1[0], "flow_vph"), 2400.0);
+    assert!((field(d1[0], "occupancy") - 0.3).abs() < 1e-12);
+    assert!((field(d1[0], "speed_kmh") - 45.0).abs() < 1e-12);
+
+    let d5 = find(
+        &pts,
+        "traffic_detector",
+        &[("sensor", "k0-0"), ("window", "5m")],
+        T0,
+    );
+    assert_eq!(field(d5[0], "count"), 40.0);
+    assert_eq!(field(d5[0], "flow_vph"), 480.0);
+    assert!(
+        (field(d5[0], "occupancy") - (0.2 * 30.0 + 0.4 * 30.0 + 0.1 * 30.0) / 90.0).abs() < 1e-12
+    );
+    assert!((field(d5[0], "speed_kmh") - 45.0).abs() < 1e-12);
+
+    // The second minute has count 0: no speed field at all.
+    let empty = find(
+        &pts,
+        "traffic_detector",
+        &[("sensor", "k0-0"), ("window", "1m")],
+        T0 + MIN,
+    );
+    assert_eq!(field(empty[0], "count"), 0.0);
+    assert!(!empty[0].fields.contains_key("speed_kmh"));
+
+    // Segment s0, 5 minutes: both lanes.
+    let s = find(
+        &pts,
+        "traffic_segment",
+        &[("segment", "s0"), ("window", "5m")],
+        T0,
+    );
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].tags["district"], "d1");
+    assert_eq!(s[0].tags["road_class"], "arterial");
+    assert_eq!(field(s[0], "count"), 40.0);
+    assert!(
+        (field(s[0], "occupancy") - (0.2 * 30.0 + 0.4 * 30.0 + 0.1 * 30.0) / 120.0).abs() < 1e-12
+    );
+    assert!((field(s[0], "tti") - 60.0 / 45.0).abs() < 1e-12);
+    assert_eq!(field(s[0], "level"), 1.0); // 45 km/h > 40 on an arterial
+
+    // District d1: only s0 observed in this window, not congested.
+    let d = find(
+        &pts,
+        "traffic_district",
+        &[("district", "d1"), ("window", "5m")],
+        T0,
+    );
+    assert_eq!(d.len(), 1);
+    assert_eq!(field(d[0], "tpi"), 0.0);
+    assert_eq!(field(d[0], "level"), 1.0);
+    assert_eq!(field(d[0], "congested_km"), 0.0);
+    assert!((field(d[0], "speed_kmh") - 45.0).abs() < 1e-9);
+
+    // No window without readings is written.
+    assert!(find(&pts, "traffic_detector", &[("sensor", "k1-0")], T0).is_empty());
+    assert_eq!(r.summary.readings(), 5);
+    assert!(r.dead.is_empty());
+}
+
+#[test]
+fn late_data_corrects_and_too_late_is_dead_lettered() {
+    let mut lines = feed(30, &free_flow);
+    // Behind the watermark (now ~T0+30 min) but within 15 minutes of retention: corrects 00:20.
+    lines.push(reading(0, 0, T0 + 20 * MIN + 10_000, 100, 0.1, Some(30.0)));
+    // Beyond retention.
+    lines.push(reading(0, 0, T0 + 2 * MIN, 100, 0.1, Some(30.0)));
+    lines.extend(feed(40, &free_flow).into_iter().skip(30 * 2 * 6));
+    let r = run("late", &lines, 1);
+    let pts = points(&r.lp);
+    let w = find(
+        &pts,
+        "traffic_detector",
+        &[("sensor", "k0-0"), ("window", "1m")],
+        T0 + 20 * MIN,
+    );
+    assert_eq!(
+        w.len(),
+        2,
+        "written when closed, then again corrected: {w:?}"
+    );
+    assert_eq!(field(w[0], "count"), 20.0);
+    assert_eq!(field(w[1], "count"), 120.0);
+    let w5 = find(
+        &pts,
+        "traffic_segment",
+        &[("segment", "s0"), ("window", "5m")],
+        T0 + 20 * MIN,
+    );
+    assert_eq!(w5.len(), 2);
+    assert_eq!(field(w5[1], "count") - field(w5[0], "count"), 100.0);
+    // The old window is untouched, and the too-late reading is in the dead letters.
+    assert_eq!(
+        find(
+            &pts,
+            "traffic_detector",
+            &[("sensor", "k0-0"), ("window", "1m")],
+            T0 + 2 * MIN
+        )
+        .len(),
+        1
+    );
+    assert_eq!(r.dead.len(), 1);
+    assert_eq!(r.dead[0]["reason"], "too_late");
+    assert_eq!(r.dead[0]["line"], 30 * 2 * 6 + 2);
+    assert_eq!(r.summary.rejected["too_late"], 1);
+}
+
+#[test]
+fn one_and_two_workers_write_identical_bytes() {
+    let mut lines = feed(45, &|seg, lane, ts| {
+        let m = (ts - T0) / MIN;
+        if seg == 1 && lane == 0 && (10..22).contains(&m) {
+            (0, 0.97, None)
+        } else {
+            (8 + seg + lane, 0.12, Some(48.0 + seg as f64))
+        }
+    });
+    lines.insert(100, "garbage".into());
+    lines.insert(200, reading(9, 9, T0, 1, 0.1, None));
+    let a = run("w1", &lines, 1);
+    let b = run("w2", &lines, 2);
+    let c = run("w3", &lines, 3);
+    assert!(!a.lp.is_empty());
+    assert_eq!(a.lp, b.lp);
+    assert_eq!(a.lp, c.lp);
+    assert_eq!(a.alerts, b.alerts);
+    assert_eq!(a.dead, b.dead);
+    assert_eq!(a.dead, c.dead);
+    assert!(a.alerts.iter().any(|x| x["rule"] == "traffic.incident"));
+}
+
+#[test]
+fn arrival_order_does_not_change_final_values() {
+    // Shuffle deliveries within the 5 s allowed lateness: the last write of each series and
+    // time must be identical (InfluxDB keeps the last write).
+    let lines = feed(30, &|seg, lane, ts| {
+        (
+            ((ts / 30_000) % 7) as u32 + seg + lane,
+            0.1 + 0.01 * lane as f64,
+            Some(50.0),
+        )
+    });
+    let mut shuffled = lines.clone();
+    for chunk in shuffled.chunks_mut(6) {
+        chunk.reverse();
+    }
+    let last =
+        |r: &Run| -> BTreeMap<(String, BTreeMap<String, String>, u64), BTreeMap<String, String>> {
+            points(&r.lp)
+                .into_iter()
+                .map(|p| ((p.measurement, p.tags, p.ns), p.fields))
+                .collect()
+        };
+    let a = run("order-a", &lines, 1);
+    let b = run("order-b", &shuffled, 2);
+    assert_eq!(last(&a), last(&b));
+}
+
+#[test]
+fn blocked_lane_raises_an_incident_that_clears() {
+    // Lane 0 of s1 blocked from minute 10 to 20: occupancy 1, nothing crosses; lane 1 flows.
+    let lines = feed(40, &|seg, lane, ts| {
+        let m = (ts - T0) / MIN;
+        if seg == 1 && lane == 0 && (10..20).contains(&m) {
+            (0, 1.0, None)
+        } else {
+            (9, 0.12, Some(50.0))
+        }
+    });
+    let r = run("incident", &lines, 1);
+    let inc: Vec<&Value> = r
+        .alerts
+        .iter()
+        .filter(|a| a["rule"] == "traffic.incident")
+        .collect();
+    assert_eq!(inc.len(), 2, "{inc:?}");
+    assert_eq!(inc[0]["state"], "raised");
+    assert_eq!(inc[0]["subject"], json!({"segment": "s1", "lane": 0}));
+    assert_eq!(inc[0]["severity"], "critical");
+    assert_eq!(inc[0]["district"], "d1");
+    assert_eq!(inc[0]["cell"], "c1");
+    assert_eq!(inc[0]["id"], "traffic.incident:s1:0");
+    // Raised at the end of the 5th consecutive stopped minute, cleared when the first free minute closes.
+    assert_eq!(inc[0]["raised_ts"], T0 + 15 * MIN);
+    assert_eq!(inc[1]["state"], "cleared");
+    assert_eq!(inc[1]["raised_ts"], T0 + 15 * MIN);
+    assert_eq!(inc[1]["cleared_ts"], T0 + 21 * MIN);
+    // And the transitions are in the line protocol too.
+    assert_eq!(
+        r.lp.lines()
+            .filter(|l| l.starts_with("alert,") && l.contains("rule=traffic.incident"))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn rush_hour_queues_raise_no_incident() {
+    // A congested hour: every lane slow; the left-turn lane (lane 0) of every segment sits in a
+    // queue, fully occupied with nothing crossing for up to four minutes at a time, while
+    // lane 1 crawls; downstream segments are congested too (spill-back).
+    let lines = feed(60, &|seg, lane, ts| {
+        let m = (ts - T0) / MIN;
+        if lane == 0 && (m + seg as u64) % 5 != 4 {
+            (0, 0.98, None)
+        } else if lane == 0 {
+            (6, 0.7, Some(8.0))
+        } else {
+            (5, 0.55, Some(12.0))
+        }
+    });
+    let r = run("rush", &lines, 1);
+    assert!(
+        r.alerts.iter().all(|a| a["rule"] != "traffic.incident"),
+        "{:?}",
+        r.alerts
+    );
+    // It is congestion, and the district index says so.
+    let pts = points(&r.lp);
+    let d = find(
+        &pts,
+        "traffic_district",
+        &[("district", "d1"), ("window", "5m")],
+        T0 + 30 * MIN,
+    );
+    assert_eq!(field(d[0], "tpi"), 10.0);
+    assert_eq!(field(d[0], "level"), 5.0);
+    assert_eq!(field(d[0], "congested_km"), 1.5);
+    // …and a persistently congested district raises traffic.congestion after 15 minutes.
+    let cong: Vec<&Value> = r
+        .alerts
+        .iter()
+        .filter(|a| a["rule"] == "traffic.congestion")
+        .collect();
+    assert_eq!(cong.len(), 1, "{cong:?}");
+    assert_eq!(cong[0]["raised_ts"], T0 + 15 * MIN);
+    assert_eq!(cong[0]["subject"], json!({"district": "d1"}));
+}
+
+#[test]
+fn a_silent_detector_goes_offline_and_comes_back() {
+    // k2-1 is silent from minute 10 to minute 20.
+    let lines: Vec<String> = feed(30, &free_flow)
+        .into_iter()
+        .filter(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let ts = v["payload"]["ts"].as_u64().unwrap();
+            !(v["payload"]["sensor"] == "k2-1" && (T0 + 10 * MIN..T0 + 20 * MIN).contains(&ts))
+        })
+        .collect();
+    let r = run("offline", &lines, 2);
+    let off: Vec<&Value> = r
+        .alerts
+        .iter()
+        .filter(|a| a["rule"] == "traffic.detector_offline")
+        .collect();
+    assert_eq!(off.len(), 2, "{off:?}");
+    // Last reading 09:30 covers until 10:00; three silent intervals later, at 11:30, it is offline.
+    assert_eq!(off[0]["raised_ts"], T0 + 11 * MIN + 30_000);
+    assert_eq!(off[0]["subject"], json!({"sensor": "k2-1"}));
+    assert_eq!(off[1]["cleared_ts"], T0 + 20 * MIN);
+}
+
+#[test]
+fn bad_input_is_dead_lettered_and_the_rest_is_unchanged() {
+    let good = feed(20, &free_flow);
+    let clean = run("dl-clean", &good, 1);
+    let mut bad = good.clone();
+    let inserts = [
+        (5, "{not json".to_string()),
+        (10, json!({"topic": "city/traffic/detector/k0-0", "payload": {"sensor": "k0-0", "segment": "s0", "ts": T0, "interval_s": 30, "count": "many"}}).to_string()),
+        (15, reading(7, 0, T0 + 60_000, 3, 0.1, Some(40.0))),
+        (20, json!({"topic": "city/weather/station/w1", "payload": {"ts": T0}}).to_string()),
+        (25, json!({"topic": "city/traffic/detector/k0-0", "payload": {"sensor": "k0-0", "segment": "s2", "ts": T0, "interval_s": 30, "count": 3}}).to_string()),
+        (30, json!({"topic": "city/traffic/detector/k0-0", "payload": {"sensor": "k0-0", "segment": "s0", "ts": T0, "interval_s": 30, "count": 3, "occupancy": 7}}).to_string()),
+        (35, json!({"topic": "city/traffic/detector/k0-0", "payload": [
+            {"sensor": "k0-0", "segment": "s0", "ts": T0, "interval_s": 0, "count": 3},
+            {"sensor": "nope", "segment": "s0", "ts": T0, "interval_s": 30, "count": 3}]}).to_string()),
+        (40, json!({"topic": "city/health/case/x", "payload": {"person": "110105194912310021", "ts": "tomorrow", "status": "confirmed"}}).to_string()),
+        (45, json!({"payload": {}}).to_string()),
+    ];
+    for (at, line) in inserts.iter().rev() {
+        bad.insert(*at, line.clone());
+    }
+    let r = run("dl-bad", &bad, 2);
+    assert_eq!(r.lp, clean.lp, "valid input must produce the same output");
+    let reasons: Vec<(u64, &str)> = r
+        .dead
+        .iter()
+        .map(|d| (d["line"].as_u64().unwrap(), d["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (6, "malformed_json"),
+            (11, "invalid_payload"),
+            (16, "unknown_id"),
+            (21, "unknown_topic"),
+            (26, "unknown_id"),
+            (31, "invalid_value"),
+            (36, "invalid_value"),
+            (36, "unknown_id"),
+            (41, "invalid_value"),
+            (46, "invalid_payload"),
+        ]
+    );
+    assert!(
+        r.dead
+            .iter()
+            .all(|d| d["detail"].as_str().is_some_and(|s| !s.is_empty()))
+    );
+    let text = serde_json::to_string(&r.dead).unwrap();
+    assert!(
+        !text.contains("110105194912310021"),
+        "a personal id leaked into the dead letters"
+    );
+    assert_eq!(r.summary.rejected.values().sum::<u64>(), 10);
+}
+
+#[test]
+fn gzip_input_and_config_file() {
+    use std::io::Write;
+    let dir = scratch("gzip");
+    let city_path = dir.join("city.geojson");
+    std::fs::write(&city_path, city().to_string()).unwrap();
+    let lines = feed(12, &|_, _, _| (3, 0.6, Some(25.0)));
+    let plain = dir.join("feed.jsonl");
+    std::fs::write(&plain, lines.join("\n")).unwrap();
+    let gz = dir.join("feed.jsonl.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(lines.join("\n").as_bytes()).unwrap();
+    enc.finish().unwrap();
+    let a = run_files(&dir, &city_path, &plain, 1, None);
+    let b = run_files(&dir, &city_path, &gz, 2, None);
+    assert_eq!(a.lp, b.lp);
+    // A config file changes the bands: 25 km/h on an arterial is level 3 by default, 1 here.
+    let cfg = dir.join("citybrain.toml");
+    std::fs::write(
+        &cfg,
+        "[traffic.bands]\narterial = [20.0, 15.0, 10.0, 5.0]\n",
+    )
+    .unwrap();
+    let c = run_files(&dir, &city_path, &plain, 1, Some(&cfg));
+    let level_of = |r: &Run| {
+        field(
+            find(
+                &points(&r.lp),
+                "traffic_segment",
+                &[("segment", "s0"), ("window", "5m")],
+                T0,
+            )[0],
+            "level",
+        )
+    };
+    assert_eq!(level_of(&a), 3.0);
+    assert_eq!(level_of(&c), 1.0);
+}
+
+#[test]
+fn the_cli_reports_and_survives_bad_arguments() {
+    let exe = env!("CARGO_BIN_EXE_citybrain");
+    let dir = scratch("cli");
+    std::fs::write(dir.join("city.geojson"), city().to_string()).unwrap();
+    std::fs::write(dir.join("feed.jsonl"), feed(6, &free_flow).join("\n")).unwrap();
+    let out = std::process::Command::new(exe)
+        .args([
+            "replay",
+            "--city",
+            "city.geojson",
+            "--input",
+            "feed.jsonl",
+            "--out-lp",
+            "o/out.lp",
+            "--quiet",
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("72 readings accepted"), "{err}");
+    assert!(err.contains("points written"), "{err}");
+    assert!(dir.join("o/out.lp").exists());
+    // A missing input is an error with a clear message and exit code 1.
+    let out = std::process::Command::new(exe)
+        .args([
+            "replay",
+            "--city",
+            "city.geojson",
+            "--input",
+            "missing.jsonl",
+            "--out-lp",
+            "x.lp",
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open input missing.jsonl"));
+}

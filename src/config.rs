@@ -53,25 +53,16 @@ impl Settings {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read config {}", p.display()))?;
-                toml::from_str(&text).map_err(|e| {
-                    anyhow::anyhow!("config {}: {}", p.display(), e.to_string().trim_end())
-                })?
+                toml::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("config {}: {}", p.display(), e.to_string().trim_end()))?
             }
             None => FileConfig::default(),
         };
-        let dataflow = citybrain_dataflows::Config {
-            time: file.time,
-            traffic: file.traffic,
-        };
+        let dataflow = citybrain_dataflows::Config { time: file.time, traffic: file.traffic };
         dataflow.validate().map_err(|e| {
-            anyhow::anyhow!(
-                "config {}: {e}",
-                path.map(|p| p.display().to_string()).unwrap_or_default()
-            )
+            anyhow::anyhow!("config {}: {e}", path.map(|p| p.display().to_string()).unwrap_or_default())
         })?;
-        let env_key = std::env::var(PSEUDONYM_KEY_ENV)
-            .ok()
-            .filter(|k| !k.is_empty());
+        let env_key = std::env::var(PSEUDONYM_KEY_ENV).ok().filter(|k| !k.is_empty());
         let (pseudonym_key, ephemeral_key) = match env_key.or(file.privacy.pseudonym_key) {
             Some(k) if k.len() < 16 => {
                 bail!("config key `privacy.pseudonym_key`: must be at least 16 bytes")
@@ -86,12 +77,7 @@ impl Settings {
         if !topic_prefix.ends_with('/') {
             topic_prefix.push('/');
         }
-        Ok(Settings {
-            dataflow,
-            topic_prefix,
-            pseudonym_key,
-            ephemeral_key,
-        })
+        Ok(Settings { dataflow, topic_prefix, pseudonym_key, ephemeral_key })
     }
 }
 
@@ -110,11 +96,8 @@ mod tests {
         std::fs::write(&p, "[traffic.incident]\npersist_min = 0\n").unwrap();
         let e = Settings::load(Some(&p)).unwrap_err().to_string();
         assert!(e.contains("traffic.incident.persist_min"), "{e}");
-        std::fs::write(
-            &p,
-            "topic_prefix = \"town\"\n[privacy]\npseudonym_key = \"0123456789abcdef\"\n",
-        )
-        .unwrap();
+        std::fs::write(&p, "topic_prefix = \"town\"\n[privacy]\npseudonym_key = \"0123456789abcdef\"\n")
+            .unwrap();
         let s = Settings::load(Some(&p)).unwrap();
         assert_eq!(s.topic_prefix, "town/");
         assert!(!s.ephemeral_key);

@@ -53,14 +53,15 @@ enum Command {
         /// No progress lines on stderr.
         #[arg(long)]
         quiet: bool,
+        /// Input read per batch, KiB. The replay's watermark advances once per 8 batches, so
+        /// smaller batches follow arrival order more closely and larger ones run faster.
+        #[arg(long, default_value_t = (citybrain::replay::BLOCK_BYTES / 1024) as u64, value_name = "KIB")]
+        batch_kib: u64,
     },
 }
 
 fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(8)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8)
 }
 
 fn main() -> ExitCode {
@@ -91,6 +92,7 @@ fn run(cli: Cli) -> Result<()> {
             config,
             workers,
             quiet,
+            batch_kib,
         } => {
             let settings = Settings::load(config.as_deref())?;
             if settings.ephemeral_key {
@@ -106,6 +108,7 @@ fn run(cli: Cli) -> Result<()> {
                 dead_letter_out,
                 workers,
                 progress: !quiet,
+                block_bytes: (batch_kib.max(1) * 1024) as usize,
             };
             let summary = replay(&opts, &settings)?;
             eprintln!("{}", summary.render());

@@ -30,9 +30,7 @@ use citybrain_dataflows::pseudonym::Pseudonymizer;
 use citybrain_dataflows::time::{Ms, window_end};
 use citybrain_dataflows::traffic::Win;
 use citybrain_dataflows::{CityModel, Config, lp};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use std::borrow::Cow;
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -64,6 +62,9 @@ pub struct ReplayOptions {
     pub workers: usize,
     /// Print a progress line to stderr every few seconds.
     pub progress: bool,
+    /// Bytes per input block ([`BLOCK_BYTES`] by default); the watermark advances once per
+    /// [`BLOCKS_PER_ROUND`] blocks.
+    pub block_bytes: usize,
 }
 
 /// Counts of a finished replay.
@@ -107,11 +108,7 @@ impl ReplaySummary {
             rejected
         );
         if rejected > 0 {
-            let parts: Vec<String> = self
-                .rejected
-                .iter()
-                .map(|(r, n)| format!("{r} {n}"))
-                .collect();
+            let parts: Vec<String> = self.rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
             s += &format!(" ({})", parts.join(", "));
         }
         let others: Vec<String> = self
@@ -128,10 +125,7 @@ impl ReplaySummary {
             self.points, self.alerts_raised, self.alerts_cleared, self.alerts_active
         );
         if let Some(t) = self.end_ts {
-            s += &format!(
-                "; clock ended at {}",
-                citybrain_dataflows::time::format_ms(t)
-            );
+            s += &format!("; clock ended at {}", citybrain_dataflows::time::format_ms(t));
         }
         s
     }
@@ -150,15 +144,6 @@ struct DeadLetter<'a> {
     topic: Option<&'a str>,
     reason: &'static str,
     detail: String,
-}
-
-/// A recording line: `{"topic": …, "payload": …}`.
-#[derive(Deserialize)]
-struct RecordLine<'a> {
-    #[serde(borrow)]
-    topic: Cow<'a, str>,
-    #[serde(borrow)]
-    payload: &'a RawValue,
 }
 
 /// Per-worker counters, summed at the end.
@@ -184,21 +169,13 @@ impl<R: Read> Read for CountingReader<R> {
 
 /// Opens a recording, transparently decompressing gzip (detected by its magic bytes).
 pub fn open_recording(path: &Path, counter: Arc<AtomicU64>) -> Result<Box<dyn Read + Send>> {
-    let mut f =
-        File::open(path).with_context(|| format!("cannot open input {}", path.display()))?;
+    let mut f = File::open(path).with_context(|| format!("cannot open input {}", path.display()))?;
     let mut magic = [0u8; 2];
-    let n = f
-        .read(&mut magic)
-        .with_context(|| format!("cannot read input {}", path.display()))?;
+    let n = f.read(&mut magic).with_context(|| format!("cannot read input {}", path.display()))?;
     let head = std::io::Cursor::new(magic[..n].to_vec());
-    let raw = CountingReader {
-        inner: head.chain(f),
-        count: counter,
-    };
+    let raw = CountingReader { inner: head.chain(f), count: counter };
     if n == 2 && magic == [0x1f, 0x8b] {
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(
-            std::io::BufReader::with_capacity(1 << 16, raw),
-        )))
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 16, raw))))
     } else {
         Ok(Box::new(raw))
     }
@@ -208,6 +185,7 @@ pub fn open_recording(path: &Path, counter: Arc<AtomicU64>) -> Result<Box<dyn Re
 fn read_blocks(
     mut input: Box<dyn Read + Send>,
     senders: Vec<SyncSender<Vec<Block>>>,
+    block_bytes: usize,
 ) -> Result<u64> {
     let workers = senders.len();
     let mut carry: Vec<u8> = Vec::new();
@@ -218,11 +196,11 @@ fn read_blocks(
         let mut round: Vec<Vec<Block>> = (0..workers).map(|_| Vec::new()).collect();
         for _ in 0..BLOCKS_PER_ROUND {
             let mut buf = std::mem::take(&mut carry);
-            let target = buf.len().max(BLOCK_BYTES);
+            let target = buf.len().max(block_bytes);
             // Fill to `target`, then extend until a line end (or EOF).
             loop {
                 let old = buf.len();
-                let want = if old < target { target - old } else { 64 << 10 };
+                let want = if old < target { target - old } else { (64 << 10).min(block_bytes) };
                 buf.resize(old + want, 0);
                 let n = input.read(&mut buf[old..]).context("cannot read input")?;
                 buf.truncate(old + n);
@@ -235,22 +213,15 @@ fn read_blocks(
                 }
             }
             if !eof {
-                let cut = buf
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map(|p| p + 1)
-                    .unwrap_or(buf.len());
+                let cut = buf.iter().rposition(|&b| b == b'\n').map(|p| p + 1).unwrap_or(buf.len());
                 carry = buf.split_off(cut);
             }
             if buf.is_empty() {
                 break;
             }
-            let lines = buf.iter().filter(|&&b| b == b'\n').count() as u64
-                + u64::from(buf.last() != Some(&b'\n'));
-            let block = Block {
-                first_line: line,
-                data: buf,
-            };
+            let lines =
+                buf.iter().filter(|&&b| b == b'\n').count() as u64 + u64::from(buf.last() != Some(&b'\n'));
+            let block = Block { first_line: line, data: buf };
             round[(index % workers as u64) as usize].push(block);
             index += 1;
             line += lines;
@@ -271,8 +242,8 @@ fn read_blocks(
 enum ToWriter {
     /// A completed event time's output.
     Batch(Ms, Vec<(Out, isize)>),
-    /// A round's dead letters from one worker.
-    DeadLetters(Vec<(u64, String)>),
+    /// A round's dead letters from one worker (sent every round, possibly empty).
+    DeadLetters(u64, Vec<(u64, String)>),
 }
 
 struct WriterTotals {
@@ -300,13 +271,10 @@ fn write_outputs(
     let mut alerts_out = opts.alerts_out.as_deref().map(create).transpose()?;
     let mut dl_out = opts.dead_letter_out.as_deref().map(create).transpose()?;
     let mut book = AlertBook::default();
-    let mut totals = WriterTotals {
-        points: 0,
-        raised: 0,
-        cleared: 0,
-        active: 0,
-    };
+    let mut totals = WriterTotals { points: 0, raised: 0, cleared: 0, active: 0 };
     let mut buf = String::with_capacity(1 << 16);
+    let workers = opts.workers.max(1);
+    let mut dl_rounds: BTreeMap<u64, (usize, Vec<(u64, String)>)> = BTreeMap::new();
     for msg in rx {
         match msg {
             ToWriter::Batch(t, records) => {
@@ -321,14 +289,7 @@ fn write_outputs(
                             } else {
                                 totals.cleared += 1;
                             }
-                            lp::alert_line(
-                                key,
-                                alert.state.as_str(),
-                                alert.severity,
-                                t,
-                                city,
-                                &mut buf,
-                            );
+                            lp::alert_line(key, alert.state.as_str(), alert.severity, t, city, &mut buf);
                             totals.points += 1;
                             if let Some(w) = alerts_out.as_mut() {
                                 serde_json::to_writer(&mut *w, &alert)?;
@@ -347,20 +308,26 @@ fn write_outputs(
                     }
                 }
             }
-            ToWriter::DeadLetters(lines) => {
-                if let Some(w) = dl_out.as_mut() {
-                    for (_, json) in lines {
-                        w.write_all(json.as_bytes())?;
-                        w.write_all(b"\n")?;
+            ToWriter::DeadLetters(round, lines) => {
+                // Merge the workers' shares of a round by line number once all have reported.
+                let entry = dl_rounds.entry(round).or_insert((0, Vec::new()));
+                entry.0 += 1;
+                entry.1.extend(lines);
+                while let Some(first) = dl_rounds.first_entry().filter(|e| e.get().0 == workers) {
+                    let (_, mut lines) = first.remove();
+                    lines.sort_unstable_by_key(|(line, _)| *line);
+                    if let Some(w) = dl_out.as_mut() {
+                        for (_, json) in lines {
+                            w.write_all(json.as_bytes())?;
+                            w.write_all(b"\n")?;
+                        }
                     }
                 }
             }
         }
     }
     lp_out.write_all(buf.as_bytes())?;
-    lp_out
-        .flush()
-        .with_context(|| format!("cannot write {}", opts.out_lp.display()))?;
+    lp_out.flush().with_context(|| format!("cannot write {}", opts.out_lp.display()))?;
     if let Some(mut w) = alerts_out {
         w.flush()?;
     }
@@ -383,6 +350,7 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
     let input_size = std::fs::metadata(&opts.input).map(|m| m.len()).unwrap_or(0);
     let read_bytes = Arc::new(AtomicU64::new(0));
     let input = open_recording(&opts.input, read_bytes.clone())?;
+    let block_bytes = opts.block_bytes.max(1);
 
     // Reader → workers.
     let mut senders = Vec::new();
@@ -395,7 +363,7 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
     let receivers = Arc::new(Mutex::new(receivers));
     let reader = std::thread::Builder::new()
         .name("replay-reader".into())
-        .spawn(move || read_blocks(input, senders))?;
+        .spawn(move || read_blocks(input, senders, block_bytes))?;
 
     // Dataflow → writer.
     let (to_writer, from_workers) = sync_channel::<ToWriter>(1024);
@@ -417,11 +385,7 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
                 if last.elapsed() >= Duration::from_secs(2) {
                     last = Instant::now();
                     let b = read_bytes.load(Ordering::Relaxed);
-                    let pct = if input_size > 0 {
-                        b as f64 * 100.0 / input_size as f64
-                    } else {
-                        0.0
-                    };
+                    let pct = if input_size > 0 { b as f64 * 100.0 / input_size as f64 } else { 0.0 };
                     eprintln!(
                         "replay: {:.0} of {:.0} MB read ({pct:.0}%), {:.1} s",
                         b as f64 / 1e6,
@@ -436,10 +400,8 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
     // The round barrier, the largest event time seen by any worker, and the last time to write.
     let shared = Arc::new((Barrier::new(workers), AtomicU64::new(0)));
     let cutoff = Arc::new(AtomicU64::new(u64::MAX));
-    let decoder = Decoder::new(
-        settings.topic_prefix.clone(),
-        Pseudonymizer::new(settings.pseudonym_key.clone()),
-    );
+    let decoder =
+        Decoder::new(settings.topic_prefix.clone(), Pseudonymizer::new(settings.pseudonym_key.clone()));
     let lateness = cfg.time.lateness_ms();
     let to_writer = Mutex::new(to_writer);
 
@@ -470,24 +432,16 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
         let mut now: Ms = 0;
         let mut dead: Vec<(u64, String)> = Vec::new();
         let mut local_max: Ms = 0;
+        let mut round = 0u64;
         while let Some(blocks) = rx.as_ref().and_then(|rx| rx.recv().ok()) {
             for block in &blocks {
-                process_block(
-                    block,
-                    &decoder,
-                    &mut ingest,
-                    &mut stats,
-                    &mut dead,
-                    &mut local_max,
-                );
+                process_block(block, &decoder, &mut ingest, &mut stats, &mut dead, &mut local_max);
             }
             ingest.flush(&mut inputs);
-            if !dead.is_empty()
-                && let Some(tx) = tx.as_ref()
-            {
-                dead.sort_unstable_by_key(|(line, _)| *line);
-                let _ = tx.send(ToWriter::DeadLetters(std::mem::take(&mut dead)));
+            if let Some(tx) = tx.as_ref() {
+                let _ = tx.send(ToWriter::DeadLetters(round, std::mem::take(&mut dead)));
             }
+            round += 1;
             // Agree on the city-wide clock.
             max_ts.fetch_max(local_max, Ordering::AcqRel);
             barrier.wait();
@@ -505,11 +459,7 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
         // End of input: close every window and fire every timer due by the end of the last
         // 5-minute window holding data; write nothing later.
         let global = max_ts.load(Ordering::Acquire);
-        let end = if global > 0 {
-            window_end(global, Win::M5.len()).max(now)
-        } else {
-            now
-        };
+        let end = if global > 0 { window_end(global, Win::M5.len()).max(now) } else { now };
         cutoff.store(end, Ordering::Release);
         inputs.advance_to(end + 1);
         inputs.flush();
@@ -531,13 +481,9 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
         }
         summary.end_ts = summary.end_ts.max(end);
     }
-    let lines_read = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
+    let lines_read = reader.join().map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
     debug_assert!(lines_read >= summary.lines);
-    let totals = writer
-        .join()
-        .map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
+    let totals = writer.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
     done.store(1, Ordering::Relaxed);
     if let Some(p) = progress {
         let _ = p.join();
@@ -569,47 +515,23 @@ fn process_block(
         stats.lines += 1;
         let mut reject = |topic: Option<&str>, reason: Reason, detail: String| {
             *stats.rejected.entry(reason).or_default() += 1;
-            let dl = DeadLetter {
-                line: this,
-                topic,
-                reason: reason.as_str(),
-                detail,
-            };
+            let dl = DeadLetter { line: this, topic, reason: reason.as_str(), detail };
             dead.push((this, serde_json::to_string(&dl).unwrap_or_default()));
         };
-        let rec: RecordLine = match serde_json::from_slice(line) {
-            Ok(r) => r,
-            Err(e) => {
-                let reason = if e.is_data() {
-                    Reason::InvalidPayload
-                } else {
-                    Reason::MalformedJson
-                };
-                // No serde text here: it could quote a personal id.
-                reject(
-                    None,
-                    reason,
-                    format!(
-                        "not a recording line {{\"topic\", \"payload\"}} (column {})",
-                        e.column()
-                    ),
-                );
-                continue;
-            }
+        let Ok(line) = std::str::from_utf8(line) else {
+            reject(None, Reason::MalformedJson, "line is not UTF-8".into());
+            continue;
         };
-        let kind = TopicKind::parse(decoder.prefix(), &rec.topic).map(|(k, _)| k);
-        decoder.decode(&rec.topic, rec.payload.get().as_bytes(), |res| {
+        decoder.decode_line(line, |topic, res| {
+            let kind = topic.and_then(|t| TopicKind::parse(decoder.prefix(), t)).map(|(k, _)| k);
             let res = res.and_then(|ev| {
                 *local_max = (*local_max).max(ev.ts().0);
                 ingest.offer(&ev)
             });
-            match res {
-                Ok(()) => {
-                    if let Some(k) = kind {
-                        *stats.accepted.entry(k).or_default() += 1;
-                    }
-                }
-                Err(rej) => reject(Some(&rec.topic), rej.reason, rej.detail),
+            match (res, kind) {
+                (Ok(()), Some(k)) => *stats.accepted.entry(k).or_default() += 1,
+                (Ok(()), None) => {}
+                (Err(rej), _) => reject(topic, rej.reason, rej.detail),
             }
         });
     }

@@ -81,13 +81,7 @@ struct Run {
     summary: ReplaySummary,
 }
 
-fn run_files(
-    dir: &Path,
-    city_path: &Path,
-    input: &Path,
-    workers: usize,
-    config: Option<&Path>,
-) -> Run {
+fn run_files(dir: &Path, city_path: &Path, input: &Path, workers: usize, config: Option<&Path>) -> Run {
     let opts = ReplayOptions {
         city: city_path.to_path_buf(),
         input: input.to_path_buf(),
@@ -96,15 +90,12 @@ fn run_files(
         dead_letter_out: Some(dir.join(format!("dl-{workers}.jsonl"))),
         workers,
         progress: false,
+        block_bytes: 2048, // many rounds even in a small file: the watermark moves as in a live feed
     };
     let settings = Settings::load(config).unwrap();
     let summary = replay(&opts, &settings).unwrap();
     let read_json = |p: &Path| -> Vec<Value> {
-        std::fs::read_to_string(p)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     };
     Run {
         lp: std::fs::read_to_string(&opts.out_lp).unwrap(),
@@ -139,22 +130,14 @@ fn points(lp: &str) -> Vec<Point> {
             let (fields, ns) = rest.rsplit_once(' ').unwrap();
             let mut tags = series.split(',');
             let measurement = tags.next().unwrap().to_string();
-            let tags = tags
-                .map(|t| t.split_once('=').unwrap())
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect();
+            let tags = tags.map(|t| t.split_once('=').unwrap()).map(|(k, v)| (k.into(), v.into())).collect();
             // Test data has no commas inside string fields except `subject`, which we skip.
             let fields = fields
                 .split(',')
                 .filter_map(|f| f.split_once('='))
                 .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
                 .collect();
-            Point {
-                measurement,
-                tags,
-                fields,
-                ns: ns.parse().unwrap(),
-            }
+            Point { measurement, tags, fields, ns: ns.parse().unwrap() }
         })
         .collect()
 }
@@ -162,10 +145,7 @@ fn points(lp: &str) -> Vec<Point> {
 fn find<'a>(pts: &'a [Point], m: &str, tags: &[(&str, &str)], start_ms: u64) -> Vec<&'a Point> {
     pts.iter()
         .filter(|p| p.measurement == m && p.ns == start_ms * 1_000_000)
-        .filter(|p| {
-            tags.iter()
-                .all(|(k, v)| p.tags.get(*k).map(String::as_str) == Some(*v))
-        })
+        .filter(|p| tags.iter().all(|(k, v)| p.tags.get(*k).map(String::as_str) == Some(*v)))
         .collect()
 }
 
@@ -187,65 +167,36 @@ fn fixed_input_gives_exact_windows() {
     let r = run("fixed", &lines, 1);
     let pts = points(&r.lp);
 
-    let d1 = find(
-        &pts,
-        "traffic_detector",
-        &[("sensor", "k0-0"), ("window", "1m")],
-        T0,
-    );
+    let d1 = find(&pts, "traffic_detector", &[("sensor", "k0-0"), ("window", "1m")], T0);
     assert_eq!(d1.len(), 1, "{:?}", d1);
     assert_eq!(field(d1[0], "count"), 40.0);
     assert_eq!(field(d1[0], "flow_vph"), 2400.0);
     assert!((field(d1[0], "occupancy") - 0.3).abs() < 1e-12);
     assert!((field(d1[0], "speed_kmh") - 45.0).abs() < 1e-12);
 
-    let d5 = find(
-        &pts,
-        "traffic_detector",
-        &[("sensor", "k0-0"), ("window", "5m")],
-        T0,
-    );
+    let d5 = find(&pts, "traffic_detector", &[("sensor", "k0-0"), ("window", "5m")], T0);
     assert_eq!(field(d5[0], "count"), 40.0);
     assert_eq!(field(d5[0], "flow_vph"), 480.0);
-    assert!(
-        (field(d5[0], "occupancy") - (0.2 * 30.0 + 0.4 * 30.0 + 0.1 * 30.0) / 90.0).abs() < 1e-12
-    );
+    assert!((field(d5[0], "occupancy") - (0.2 * 30.0 + 0.4 * 30.0 + 0.1 * 30.0) / 90.0).abs() < 1e-12);
     assert!((field(d5[0], "speed_kmh") - 45.0).abs() < 1e-12);
 
     // The second minute has count 0: no speed field at all.
-    let empty = find(
-        &pts,
-        "traffic_detector",
-        &[("sensor", "k0-0"), ("window", "1m")],
-        T0 + MIN,
-    );
+    let empty = find(&pts, "traffic_detector", &[("sensor", "k0-0"), ("window", "1m")], T0 + MIN);
     assert_eq!(field(empty[0], "count"), 0.0);
     assert!(!empty[0].fields.contains_key("speed_kmh"));
 
     // Segment s0, 5 minutes: both lanes.
-    let s = find(
-        &pts,
-        "traffic_segment",
-        &[("segment", "s0"), ("window", "5m")],
-        T0,
-    );
+    let s = find(&pts, "traffic_segment", &[("segment", "s0"), ("window", "5m")], T0);
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].tags["district"], "d1");
     assert_eq!(s[0].tags["road_class"], "arterial");
     assert_eq!(field(s[0], "count"), 40.0);
-    assert!(
-        (field(s[0], "occupancy") - (0.2 * 30.0 + 0.4 * 30.0 + 0.1 * 30.0) / 120.0).abs() < 1e-12
-    );
+    assert!((field(s[0], "occupancy") - (0.2 * 30.0 + 0.4 * 30.0 + 0.1 * 30.0) / 120.0).abs() < 1e-12);
     assert!((field(s[0], "tti") - 60.0 / 45.0).abs() < 1e-12);
     assert_eq!(field(s[0], "level"), 1.0); // 45 km/h > 40 on an arterial
 
     // District d1: only s0 observed in this window, not congested.
-    let d = find(
-        &pts,
-        "traffic_district",
-        &[("district", "d1"), ("window", "5m")],
-        T0,
-    );
+    let d = find(&pts, "traffic_district", &[("district", "d1"), ("window", "5m")], T0);
     assert_eq!(d.len(), 1);
     assert_eq!(field(d[0], "tpi"), 0.0);
     assert_eq!(field(d[0], "level"), 1.0);
@@ -260,49 +211,32 @@ fn fixed_input_gives_exact_windows() {
 
 #[test]
 fn late_data_corrects_and_too_late_is_dead_lettered() {
-    let mut lines = feed(30, &free_flow);
-    // Behind the watermark (now ~T0+30 min) but within 15 minutes of retention: corrects 00:20.
-    lines.push(reading(0, 0, T0 + 20 * MIN + 10_000, 100, 0.1, Some(30.0)));
+    // After 33 minutes of feed the watermark is well past 25:00 but within 15 minutes of it.
+    let mut lines = feed(33, &free_flow);
+    // Behind the watermark, within retention: corrects the closed windows [24, 25) and [20, 25).
+    lines.push(reading(0, 0, T0 + 24 * MIN + 10_000, 100, 0.1, Some(30.0)));
     // Beyond retention.
     lines.push(reading(0, 0, T0 + 2 * MIN, 100, 0.1, Some(30.0)));
-    lines.extend(feed(40, &free_flow).into_iter().skip(30 * 2 * 6));
+    lines.extend(feed(45, &free_flow).into_iter().skip(33 * 2 * 6));
     let r = run("late", &lines, 1);
     let pts = points(&r.lp);
-    let w = find(
-        &pts,
-        "traffic_detector",
-        &[("sensor", "k0-0"), ("window", "1m")],
-        T0 + 20 * MIN,
-    );
-    assert_eq!(
-        w.len(),
-        2,
-        "written when closed, then again corrected: {w:?}"
-    );
+    let w = find(&pts, "traffic_detector", &[("sensor", "k0-0"), ("window", "1m")], T0 + 24 * MIN);
+    assert_eq!(w.len(), 2, "written when closed, then again corrected: {w:?}");
     assert_eq!(field(w[0], "count"), 20.0);
     assert_eq!(field(w[1], "count"), 120.0);
-    let w5 = find(
-        &pts,
-        "traffic_segment",
-        &[("segment", "s0"), ("window", "5m")],
-        T0 + 20 * MIN,
-    );
-    assert_eq!(w5.len(), 2);
+    let w5 = find(&pts, "traffic_segment", &[("segment", "s0"), ("window", "5m")], T0 + 20 * MIN);
+    assert_eq!(w5.len(), 2, "{w5:?}");
     assert_eq!(field(w5[1], "count") - field(w5[0], "count"), 100.0);
+    let d5 = find(&pts, "traffic_district", &[("district", "d1"), ("window", "5m")], T0 + 20 * MIN);
+    assert_eq!(d5.len(), 2, "the district is corrected with its segment: {d5:?}");
     // The old window is untouched, and the too-late reading is in the dead letters.
     assert_eq!(
-        find(
-            &pts,
-            "traffic_detector",
-            &[("sensor", "k0-0"), ("window", "1m")],
-            T0 + 2 * MIN
-        )
-        .len(),
+        find(&pts, "traffic_detector", &[("sensor", "k0-0"), ("window", "1m")], T0 + 2 * MIN).len(),
         1
     );
     assert_eq!(r.dead.len(), 1);
     assert_eq!(r.dead[0]["reason"], "too_late");
-    assert_eq!(r.dead[0]["line"], 30 * 2 * 6 + 2);
+    assert_eq!(r.dead[0]["line"], 33 * 2 * 6 + 2);
     assert_eq!(r.summary.rejected["too_late"], 1);
 }
 
@@ -335,23 +269,15 @@ fn arrival_order_does_not_change_final_values() {
     // Shuffle deliveries within the 5 s allowed lateness: the last write of each series and
     // time must be identical (InfluxDB keeps the last write).
     let lines = feed(30, &|seg, lane, ts| {
-        (
-            ((ts / 30_000) % 7) as u32 + seg + lane,
-            0.1 + 0.01 * lane as f64,
-            Some(50.0),
-        )
+        (((ts / 30_000) % 7) as u32 + seg + lane, 0.1 + 0.01 * lane as f64, Some(50.0))
     });
     let mut shuffled = lines.clone();
     for chunk in shuffled.chunks_mut(6) {
         chunk.reverse();
     }
-    let last =
-        |r: &Run| -> BTreeMap<(String, BTreeMap<String, String>, u64), BTreeMap<String, String>> {
-            points(&r.lp)
-                .into_iter()
-                .map(|p| ((p.measurement, p.tags, p.ns), p.fields))
-                .collect()
-        };
+    let last = |r: &Run| -> BTreeMap<(String, BTreeMap<String, String>, u64), BTreeMap<String, String>> {
+        points(&r.lp).into_iter().map(|p| ((p.measurement, p.tags, p.ns), p.fields)).collect()
+    };
     let a = run("order-a", &lines, 1);
     let b = run("order-b", &shuffled, 2);
     assert_eq!(last(&a), last(&b));
@@ -362,18 +288,10 @@ fn blocked_lane_raises_an_incident_that_clears() {
     // Lane 0 of s1 blocked from minute 10 to 20: occupancy 1, nothing crosses; lane 1 flows.
     let lines = feed(40, &|seg, lane, ts| {
         let m = (ts - T0) / MIN;
-        if seg == 1 && lane == 0 && (10..20).contains(&m) {
-            (0, 1.0, None)
-        } else {
-            (9, 0.12, Some(50.0))
-        }
+        if seg == 1 && lane == 0 && (10..20).contains(&m) { (0, 1.0, None) } else { (9, 0.12, Some(50.0)) }
     });
     let r = run("incident", &lines, 1);
-    let inc: Vec<&Value> = r
-        .alerts
-        .iter()
-        .filter(|a| a["rule"] == "traffic.incident")
-        .collect();
+    let inc: Vec<&Value> = r.alerts.iter().filter(|a| a["rule"] == "traffic.incident").collect();
     assert_eq!(inc.len(), 2, "{inc:?}");
     assert_eq!(inc[0]["state"], "raised");
     assert_eq!(inc[0]["subject"], json!({"segment": "s1", "lane": 0}));
@@ -388,9 +306,7 @@ fn blocked_lane_raises_an_incident_that_clears() {
     assert_eq!(inc[1]["cleared_ts"], T0 + 21 * MIN);
     // And the transitions are in the line protocol too.
     assert_eq!(
-        r.lp.lines()
-            .filter(|l| l.starts_with("alert,") && l.contains("rule=traffic.incident"))
-            .count(),
+        r.lp.lines().filter(|l| l.starts_with("alert,") && l.contains("rule=traffic.incident")).count(),
         2
     );
 }
@@ -411,28 +327,15 @@ fn rush_hour_queues_raise_no_incident() {
         }
     });
     let r = run("rush", &lines, 1);
-    assert!(
-        r.alerts.iter().all(|a| a["rule"] != "traffic.incident"),
-        "{:?}",
-        r.alerts
-    );
+    assert!(r.alerts.iter().all(|a| a["rule"] != "traffic.incident"), "{:?}", r.alerts);
     // It is congestion, and the district index says so.
     let pts = points(&r.lp);
-    let d = find(
-        &pts,
-        "traffic_district",
-        &[("district", "d1"), ("window", "5m")],
-        T0 + 30 * MIN,
-    );
+    let d = find(&pts, "traffic_district", &[("district", "d1"), ("window", "5m")], T0 + 30 * MIN);
     assert_eq!(field(d[0], "tpi"), 10.0);
     assert_eq!(field(d[0], "level"), 5.0);
     assert_eq!(field(d[0], "congested_km"), 1.5);
     // …and a persistently congested district raises traffic.congestion after 15 minutes.
-    let cong: Vec<&Value> = r
-        .alerts
-        .iter()
-        .filter(|a| a["rule"] == "traffic.congestion")
-        .collect();
+    let cong: Vec<&Value> = r.alerts.iter().filter(|a| a["rule"] == "traffic.congestion").collect();
     assert_eq!(cong.len(), 1, "{cong:?}");
     assert_eq!(cong[0]["raised_ts"], T0 + 15 * MIN);
     assert_eq!(cong[0]["subject"], json!({"district": "d1"}));
@@ -450,11 +353,7 @@ fn a_silent_detector_goes_offline_and_comes_back() {
         })
         .collect();
     let r = run("offline", &lines, 2);
-    let off: Vec<&Value> = r
-        .alerts
-        .iter()
-        .filter(|a| a["rule"] == "traffic.detector_offline")
-        .collect();
+    let off: Vec<&Value> = r.alerts.iter().filter(|a| a["rule"] == "traffic.detector_offline").collect();
     assert_eq!(off.len(), 2, "{off:?}");
     // Last reading 09:30 covers until 10:00; three silent intervals later, at 11:30, it is offline.
     assert_eq!(off[0]["raised_ts"], T0 + 11 * MIN + 30_000);
@@ -480,16 +379,13 @@ fn bad_input_is_dead_lettered_and_the_rest_is_unchanged() {
         (40, json!({"topic": "city/health/case/x", "payload": {"person": "110105194912310021", "ts": "tomorrow", "status": "confirmed"}}).to_string()),
         (45, json!({"payload": {}}).to_string()),
     ];
-    for (at, line) in inserts.iter().rev() {
+    for (at, line) in &inserts {
         bad.insert(*at, line.clone());
     }
     let r = run("dl-bad", &bad, 2);
     assert_eq!(r.lp, clean.lp, "valid input must produce the same output");
-    let reasons: Vec<(u64, &str)> = r
-        .dead
-        .iter()
-        .map(|d| (d["line"].as_u64().unwrap(), d["reason"].as_str().unwrap()))
-        .collect();
+    let reasons: Vec<(u64, &str)> =
+        r.dead.iter().map(|d| (d["line"].as_u64().unwrap(), d["reason"].as_str().unwrap())).collect();
     assert_eq!(
         reasons,
         vec![
@@ -505,16 +401,9 @@ fn bad_input_is_dead_lettered_and_the_rest_is_unchanged() {
             (46, "invalid_payload"),
         ]
     );
-    assert!(
-        r.dead
-            .iter()
-            .all(|d| d["detail"].as_str().is_some_and(|s| !s.is_empty()))
-    );
+    assert!(r.dead.iter().all(|d| d["detail"].as_str().is_some_and(|s| !s.is_empty())));
     let text = serde_json::to_string(&r.dead).unwrap();
-    assert!(
-        !text.contains("110105194912310021"),
-        "a personal id leaked into the dead letters"
-    );
+    assert!(!text.contains("110105194912310021"), "a personal id leaked into the dead letters");
     assert_eq!(r.summary.rejected.values().sum::<u64>(), 10);
 }
 
@@ -528,10 +417,8 @@ fn gzip_input_and_config_file() {
     let plain = dir.join("feed.jsonl");
     std::fs::write(&plain, lines.join("\n")).unwrap();
     let gz = dir.join("feed.jsonl.gz");
-    let mut enc = flate2::write::GzEncoder::new(
-        std::fs::File::create(&gz).unwrap(),
-        flate2::Compression::fast(),
-    );
+    let mut enc =
+        flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
     enc.write_all(lines.join("\n").as_bytes()).unwrap();
     enc.finish().unwrap();
     let a = run_files(&dir, &city_path, &plain, 1, None);
@@ -539,22 +426,10 @@ fn gzip_input_and_config_file() {
     assert_eq!(a.lp, b.lp);
     // A config file changes the bands: 25 km/h on an arterial is level 3 by default, 1 here.
     let cfg = dir.join("citybrain.toml");
-    std::fs::write(
-        &cfg,
-        "[traffic.bands]\narterial = [20.0, 15.0, 10.0, 5.0]\n",
-    )
-    .unwrap();
+    std::fs::write(&cfg, "[traffic.bands]\narterial = [20.0, 15.0, 10.0, 5.0]\n").unwrap();
     let c = run_files(&dir, &city_path, &plain, 1, Some(&cfg));
     let level_of = |r: &Run| {
-        field(
-            find(
-                &points(&r.lp),
-                "traffic_segment",
-                &[("segment", "s0"), ("window", "5m")],
-                T0,
-            )[0],
-            "level",
-        )
+        field(find(&points(&r.lp), "traffic_segment", &[("segment", "s0"), ("window", "5m")], T0)[0], "level")
     };
     assert_eq!(level_of(&a), 3.0);
     assert_eq!(level_of(&c), 1.0);
@@ -587,15 +462,7 @@ fn the_cli_reports_and_survives_bad_arguments() {
     assert!(dir.join("o/out.lp").exists());
     // A missing input is an error with a clear message and exit code 1.
     let out = std::process::Command::new(exe)
-        .args([
-            "replay",
-            "--city",
-            "city.geojson",
-            "--input",
-            "missing.jsonl",
-            "--out-lp",
-            "x.lp",
-        ])
+        .args(["replay", "--city", "city.geojson", "--input", "missing.jsonl", "--out-lp", "x.lp"])
         .current_dir(&dir)
         .output()
         .unwrap();

@@ -33,9 +33,7 @@ impl Rule {
     /// The domain (`traffic`, `emergency`, `grid`, `health`).
     pub fn domain(self) -> &'static str {
         match self {
-            Rule::TrafficIncident | Rule::TrafficCongestion | Rule::TrafficDetectorOffline => {
-                "traffic"
-            }
+            Rule::TrafficIncident | Rule::TrafficCongestion | Rule::TrafficDetectorOffline => "traffic",
         }
     }
 
@@ -130,10 +128,7 @@ impl AlertKey {
                     serde_json::json!({ "segment": s.id, "lane": lane }),
                     cell_id(s.cell),
                     district_id(s.district),
-                    format!(
-                        "Lane {lane} of segment {} looks blocked while the next lane flows",
-                        s.id
-                    ),
+                    format!("Lane {lane} of segment {} looks blocked while the next lane flows", s.id),
                 )
             }
             Subject::Detector(d) => {
@@ -144,10 +139,7 @@ impl AlertKey {
                     serde_json::json!({ "sensor": det.id }),
                     cell_id(det.cell),
                     district_id(s.district),
-                    format!(
-                        "Detector {} (segment {}, lane {}) stopped reporting",
-                        det.id, s.id, det.lane
-                    ),
+                    format!("Detector {} (segment {}, lane {}) stopped reporting", det.id, s.id, det.lane),
                 )
             }
             Subject::District(d) => {
@@ -157,10 +149,7 @@ impl AlertKey {
                     serde_json::json!({ "district": dist.id }),
                     None,
                     Some(dist.id.clone()),
-                    format!(
-                        "District {} ({}) is persistently congested",
-                        dist.name, dist.id
-                    ),
+                    format!("District {} ({}) is persistently congested", dist.name, dist.id),
                 )
             }
         };

@@ -196,10 +196,7 @@ fn areas(g: Geometry<f64>) -> Option<MultiPolygon<f64>> {
 
 fn rect_of(area: &MultiPolygon<f64>, idx: Idx) -> Option<Placed> {
     let r = area.bounding_rect()?;
-    Some(GeomWithData::new(
-        Rectangle::from_corners([r.min().x, r.min().y], [r.max().x, r.max().y]),
-        idx,
-    ))
+    Some(GeomWithData::new(Rectangle::from_corners([r.min().x, r.min().y], [r.max().x, r.max().y]), idx))
 }
 
 impl CityModel {
@@ -239,8 +236,8 @@ impl CityModel {
             }
             let dup = match r.kind.as_str() {
                 "district" => {
-                    let area = areas(r.geometry.clone())
-                        .ok_or_else(|| fail(i, r, "geometry must be a Polygon"))?;
+                    let area =
+                        areas(r.geometry.clone()).ok_or_else(|| fail(i, r, "geometry must be a Polygon"))?;
                     let idx = m.districts.len() as Idx;
                     m.districts.push(District {
                         id: r.id.clone(),
@@ -249,18 +246,9 @@ impl CityModel {
                     });
                     m.district_ix.insert(r.id.clone(), idx).is_some()
                 }
-                "cell" => m
-                    .cell_ix
-                    .insert(r.id.clone(), m.cell_ix.len() as Idx)
-                    .is_some(),
-                "segment" => m
-                    .segment_ix
-                    .insert(r.id.clone(), m.segment_ix.len() as Idx)
-                    .is_some(),
-                "detector" => m
-                    .detector_ix
-                    .insert(r.id.clone(), m.detector_ix.len() as Idx)
-                    .is_some(),
+                "cell" => m.cell_ix.insert(r.id.clone(), m.cell_ix.len() as Idx).is_some(),
+                "segment" => m.segment_ix.insert(r.id.clone(), m.segment_ix.len() as Idx).is_some(),
+                "detector" => m.detector_ix.insert(r.id.clone(), m.detector_ix.len() as Idx).is_some(),
                 "station" => false,
                 other => return Err(fail(i, r, &format!("unknown kind {other:?}"))),
             };
@@ -269,45 +257,25 @@ impl CityModel {
             }
         }
         let district_of = |i: usize, r: &RawFeature, m: &CityModel| -> Result<Idx, CityError> {
-            let d = r
-                .district
-                .as_deref()
-                .ok_or_else(|| fail(i, r, "missing property `district`"))?;
-            m.district_ix
-                .get(d)
-                .copied()
-                .ok_or_else(|| fail(i, r, &format!("unknown district {d:?}")))
+            let d = r.district.as_deref().ok_or_else(|| fail(i, r, "missing property `district`"))?;
+            m.district_ix.get(d).copied().ok_or_else(|| fail(i, r, &format!("unknown district {d:?}")))
         };
         // Pass 2: cells (placement of segments and detectors needs them).
         for (i, r) in raws.iter().enumerate().filter(|(_, r)| r.kind == "cell") {
-            let area = areas(r.geometry.clone())
-                .ok_or_else(|| fail(i, r, "geometry must be a Polygon"))?;
+            let area = areas(r.geometry.clone()).ok_or_else(|| fail(i, r, "geometry must be a Polygon"))?;
             let idx = m.cells.len() as Idx;
             let district = district_of(i, r, &m)?;
             let officers = r.officers.clone().unwrap_or_default();
             for o in &officers {
                 m.officer_cells.entry(o.clone()).or_default().push(idx);
             }
-            m.cells.push(Cell {
-                id: r.id.clone(),
-                district,
-                officers,
-                area,
-            });
+            m.cells.push(Cell { id: r.id.clone(), district, officers, area });
         }
         m.cell_tree = RTree::bulk_load(
-            m.cells
-                .iter()
-                .enumerate()
-                .filter_map(|(i, c)| rect_of(&c.area, i as Idx))
-                .collect(),
+            m.cells.iter().enumerate().filter_map(|(i, c)| rect_of(&c.area, i as Idx)).collect(),
         );
         m.district_tree = RTree::bulk_load(
-            m.districts
-                .iter()
-                .enumerate()
-                .filter_map(|(i, d)| rect_of(&d.area, i as Idx))
-                .collect(),
+            m.districts.iter().enumerate().filter_map(|(i, d)| rect_of(&d.area, i as Idx)).collect(),
         );
         // Pass 3: segments, detectors, stations.
         for (i, r) in raws.iter().enumerate() {
@@ -317,25 +285,22 @@ impl CityModel {
                         return Err(fail(i, r, "geometry must be a LineString"));
                     };
                     let district = district_of(i, r, &m)?;
-                    let links =
-                        |ids: &Option<Vec<String>>, what: &str| -> Result<Vec<Idx>, CityError> {
-                            ids.iter()
-                                .flatten()
-                                .map(|s| {
-                                    m.segment_ix.get(s).copied().ok_or_else(|| {
-                                        fail(i, r, &format!("unknown {what} segment {s:?}"))
-                                    })
-                                })
-                                .collect()
-                        };
+                    let links = |ids: &Option<Vec<String>>, what: &str| -> Result<Vec<Idx>, CityError> {
+                        ids.iter()
+                            .flatten()
+                            .map(|s| {
+                                m.segment_ix
+                                    .get(s)
+                                    .copied()
+                                    .ok_or_else(|| fail(i, r, &format!("unknown {what} segment {s:?}")))
+                            })
+                            .collect()
+                    };
                     let upstream = links(&r.upstream, "upstream")?;
                     let downstream = links(&r.downstream, "downstream")?;
-                    let length_m = r
-                        .length_m
-                        .ok_or_else(|| fail(i, r, "missing property `length_m`"))?;
-                    let speed_limit_kmh = r
-                        .speed_limit_kmh
-                        .ok_or_else(|| fail(i, r, "missing property `speed_limit_kmh`"))?;
+                    let length_m = r.length_m.ok_or_else(|| fail(i, r, "missing property `length_m`"))?;
+                    let speed_limit_kmh =
+                        r.speed_limit_kmh.ok_or_else(|| fail(i, r, "missing property `speed_limit_kmh`"))?;
                     if !(length_m > 0.0 && length_m.is_finite())
                         || !(speed_limit_kmh > 0.0 && speed_limit_kmh.is_finite())
                     {
@@ -360,14 +325,9 @@ impl CityModel {
                     let Geometry::Point(location) = r.geometry else {
                         return Err(fail(i, r, "geometry must be a Point"));
                     };
-                    let s = r
-                        .segment
-                        .as_deref()
-                        .ok_or_else(|| fail(i, r, "missing property `segment`"))?;
-                    let segment = *m
-                        .segment_ix
-                        .get(s)
-                        .ok_or_else(|| fail(i, r, &format!("unknown segment {s:?}")))?;
+                    let s = r.segment.as_deref().ok_or_else(|| fail(i, r, "missing property `segment`"))?;
+                    let segment =
+                        *m.segment_ix.get(s).ok_or_else(|| fail(i, r, &format!("unknown segment {s:?}")))?;
                     m.detectors.push(Detector {
                         id: r.id.clone(),
                         segment,
@@ -381,16 +341,9 @@ impl CityModel {
                         return Err(fail(i, r, "geometry must be a Point"));
                     };
                     let district = district_of(i, r, &m)?;
-                    let kind = r
-                        .kind_of_station
-                        .clone()
-                        .ok_or_else(|| fail(i, r, "missing property `type`"))?;
-                    m.stations.push(Station {
-                        id: r.id.clone(),
-                        kind,
-                        district,
-                        location,
-                    });
+                    let kind =
+                        r.kind_of_station.clone().ok_or_else(|| fail(i, r, "missing property `type`"))?;
+                    m.stations.push(Station { id: r.id.clone(), kind, district, location });
                 }
                 _ => {}
             }
@@ -402,10 +355,7 @@ impl CityModel {
             .enumerate()
             .flat_map(|(s, seg)| {
                 let s = s as Idx;
-                seg.downstream
-                    .iter()
-                    .map(move |&d| (s, d))
-                    .chain(seg.upstream.iter().map(move |&u| (u, s)))
+                seg.downstream.iter().map(move |&d| (s, d)).chain(seg.upstream.iter().map(move |&u| (u, s)))
             })
             .collect();
         for (up, down) in links {
@@ -455,17 +405,12 @@ impl CityModel {
 
     /// The cells an officer looks after.
     pub fn officer_cells(&self, officer: &str) -> &[Idx] {
-        self.officer_cells
-            .get(officer)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        self.officer_cells.get(officer).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Every officer id with their cells.
     pub fn officers(&self) -> impl Iterator<Item = (&str, &[Idx])> {
-        self.officer_cells
-            .iter()
-            .map(|(o, c)| (o.as_str(), c.as_slice()))
+        self.officer_cells.iter().map(|(o, c)| (o.as_str(), c.as_slice()))
     }
 
     /// The grid cell holding a point (the first in model order when polygons overlap).
@@ -482,9 +427,7 @@ impl CityModel {
     pub fn place(&self, lon: f64, lat: f64) -> (Option<Idx>, Option<Idx>) {
         let p = Point::new(lon, lat);
         let cell = self.cell_at(p);
-        let district = cell
-            .map(|c| self.cells[c as usize].district)
-            .or_else(|| self.district_at(p));
+        let district = cell.map(|c| self.cells[c as usize].district).or_else(|| self.district_at(p));
         (cell, district)
     }
 
@@ -494,10 +437,7 @@ impl CityModel {
         area: impl Fn(Idx) -> &'a MultiPolygon<f64>,
     ) -> Option<Idx> {
         let env = AABB::from_point([p.x(), p.y()]);
-        tree.locate_in_envelope_intersecting(&env)
-            .map(|g| g.data)
-            .filter(|&i| area(i).intersects(&p))
-            .min()
+        tree.locate_in_envelope_intersecting(&env).map(|g| g.data).filter(|&i| area(i).intersects(&p)).min()
     }
 }
 

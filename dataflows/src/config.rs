@@ -30,10 +30,7 @@ pub struct TimeConfig {
 
 impl Default for TimeConfig {
     fn default() -> Self {
-        TimeConfig {
-            lateness_s: 5,
-            city_tz: "Asia/Shanghai".into(),
-        }
+        TimeConfig { lateness_s: 5, city_tz: "Asia/Shanghai".into() }
     }
 }
 
@@ -77,14 +74,7 @@ impl Default for TrafficConfig {
             retention_s: 900,
             bands: Bands::default(),
             congested_level: 4,
-            tpi_curve: vec![
-                [0.0, 0.0],
-                [4.0, 2.0],
-                [8.0, 4.0],
-                [11.0, 6.0],
-                [14.0, 8.0],
-                [24.0, 10.0],
-            ],
+            tpi_curve: vec![[0.0, 0.0], [4.0, 2.0], [8.0, 4.0], [11.0, 6.0], [14.0, 8.0], [24.0, 10.0]],
             incident: IncidentConfig::default(),
             congestion: CongestionConfig::default(),
             offline_intervals: 3,
@@ -168,10 +158,7 @@ pub struct CongestionConfig {
 
 impl Default for CongestionConfig {
     fn default() -> Self {
-        CongestionConfig {
-            tpi_threshold: 6.0,
-            persist_min: 15,
-        }
+        CongestionConfig { tpi_threshold: 6.0, persist_min: 15 }
     }
 }
 
@@ -188,21 +175,13 @@ pub struct ConfigError {
 impl Config {
     /// Checks the values that types alone cannot, naming the first bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |key: &str, reason: &str| {
-            Err(ConfigError {
-                key: key.into(),
-                reason: reason.into(),
-            })
-        };
+        let err = |key: &str, reason: &str| Err(ConfigError { key: key.into(), reason: reason.into() });
         if self.time.lateness_s > 3600 {
             return err("time.lateness_s", "must be at most 3600");
         }
         let t = &self.traffic;
         if t.retention_s < 60 {
-            return err(
-                "traffic.retention_s",
-                "must be at least 60 (a whole 1-minute window)",
-            );
+            return err("traffic.retention_s", "must be at least 60 (a whole 1-minute window)");
         }
         for (name, b) in [
             ("expressway", t.bands.expressway),
@@ -211,34 +190,20 @@ impl Config {
             ("branch", t.bands.branch),
         ] {
             if !b.windows(2).all(|w| w[0] > w[1]) || b[3] < 0.0 {
-                return err(
-                    &format!("traffic.bands.{name}"),
-                    "must be four strictly decreasing speeds ≥ 0",
-                );
+                return err(&format!("traffic.bands.{name}"), "must be four strictly decreasing speeds ≥ 0");
             }
         }
         if !(1..=5).contains(&t.congested_level) {
             return err("traffic.congested_level", "must be 1..5");
         }
-        if t.tpi_curve.len() < 2
-            || !t
-                .tpi_curve
-                .windows(2)
-                .all(|w| w[0][0] < w[1][0] && w[0][1] <= w[1][1])
-        {
+        if t.tpi_curve.len() < 2 || !t.tpi_curve.windows(2).all(|w| w[0][0] < w[1][0] && w[0][1] <= w[1][1]) {
             return err(
                 "traffic.tpi_curve",
                 "needs ≥ 2 points with increasing share and non-decreasing index",
             );
         }
-        if t.tpi_curve
-            .iter()
-            .any(|p| !(0.0..=100.0).contains(&p[0]) || !(0.0..=10.0).contains(&p[1]))
-        {
-            return err(
-                "traffic.tpi_curve",
-                "shares must be 0..100 and indices 0..10",
-            );
+        if t.tpi_curve.iter().any(|p| !(0.0..=100.0).contains(&p[0]) || !(0.0..=10.0).contains(&p[1])) {
+            return err("traffic.tpi_curve", "shares must be 0..100 and indices 0..10");
         }
         let i = &t.incident;
         for (key, v) in [
@@ -255,10 +220,7 @@ impl Config {
         }
         let c = &t.congestion;
         if c.persist_min == 0 || c.persist_min % 5 != 0 || c.persist_min > 24 * 60 {
-            return err(
-                "traffic.congestion.persist_min",
-                "must be a positive multiple of 5 (≤ 1440)",
-            );
+            return err("traffic.congestion.persist_min", "must be a positive multiple of 5 (≤ 1440)");
         }
         if !(0.0..=10.0).contains(&c.tpi_threshold) {
             return err("traffic.congestion.tpi_threshold", "must be 0..10");
@@ -291,9 +253,6 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().key, "traffic.bands.arterial");
         let mut c = Config::default();
         c.traffic.congestion.persist_min = 7;
-        assert_eq!(
-            c.validate().unwrap_err().key,
-            "traffic.congestion.persist_min"
-        );
+        assert_eq!(c.validate().unwrap_err().key, "traffic.congestion.persist_min");
     }
 }

@@ -378,10 +378,7 @@ impl TopicKind {
 
     /// Whether payloads of this family carry a personal identifier.
     pub fn personal(self) -> bool {
-        matches!(
-            self,
-            TopicKind::HealthCase | TopicKind::Trip | TopicKind::Checkin
-        )
+        matches!(self, TopicKind::HealthCase | TopicKind::Trip | TopicKind::Checkin)
     }
 
     /// Recognises `{prefix}{path}/{id}`; returns the family and the id.
@@ -391,10 +388,7 @@ impl TopicKind {
         if id.is_empty() {
             return None;
         }
-        TopicKind::ALL
-            .into_iter()
-            .find(|k| k.path() == path)
-            .map(|k| (k, id))
+        TopicKind::ALL.into_iter().find(|k| k.path() == path).map(|k| (k, id))
     }
 }
 
@@ -454,11 +448,16 @@ pub struct Rejected {
 impl Rejected {
     /// A rejection with a reason and detail.
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Rejected {
-            reason,
-            detail: detail.into(),
-        }
+        Rejected { reason, detail: detail.into() }
     }
+}
+
+/// A recording line (CONTRACT §4).
+#[derive(Deserialize)]
+struct RecordLine<'a, P> {
+    #[serde(borrow)]
+    topic: Cow<'a, str>,
+    payload: P,
 }
 
 /// Decodes payloads of the contract's topics.
@@ -470,33 +469,21 @@ pub struct Decoder {
 
 fn schema_error(kind: TopicKind, e: serde_json::Error) -> Rejected {
     if e.is_syntax() || e.is_eof() {
-        return Rejected::new(
-            Reason::MalformedJson,
-            format!("line {} column {}", e.line(), e.column()),
-        );
+        return Rejected::new(Reason::MalformedJson, format!("line {} column {}", e.line(), e.column()));
     }
     let msg = e.to_string();
     // Range checks inside `Ts` are value errors, not schema errors.
-    let reason = if msg.starts_with("ts ") {
-        Reason::InvalidValue
-    } else {
-        Reason::InvalidPayload
-    };
+    let reason = if msg.starts_with("ts ") { Reason::InvalidValue } else { Reason::InvalidPayload };
     // serde quotes offending values; in a personal payload that value could be an id number.
-    let detail = if kind.personal() {
-        format!("schema error at column {}", e.column())
-    } else {
-        msg
-    };
+    let detail = if kind.personal() { format!("schema error at column {}", e.column()) } else { msg };
     Rejected::new(reason, detail)
 }
 
 fn finite_in(v: Option<f64>, lo: f64, hi: f64, what: &str) -> Result<(), Rejected> {
     match v {
-        Some(x) if !(x.is_finite() && (lo..=hi).contains(&x)) => Err(Rejected::new(
-            Reason::InvalidValue,
-            format!("{what} {x} outside {lo}..{hi}"),
-        )),
+        Some(x) if !(x.is_finite() && (lo..=hi).contains(&x)) => {
+            Err(Rejected::new(Reason::InvalidValue, format!("{what} {x} outside {lo}..{hi}")))
+        }
         _ => Ok(()),
     }
 }
@@ -516,10 +503,7 @@ impl DetectorReading<'_> {
             ));
         }
         if self.count > 100_000 {
-            return Err(Rejected::new(
-                Reason::InvalidValue,
-                format!("count {} implausible", self.count),
-            ));
+            return Err(Rejected::new(Reason::InvalidValue, format!("count {} implausible", self.count)));
         }
         finite_in(self.occupancy, 0.0, 1.0, "occupancy")?;
         finite_in(self.speed_kmh, 0.0, 400.0, "speed_kmh")?;
@@ -547,6 +531,41 @@ impl Decoder {
         &self.pseudonyms
     }
 
+    /// Decodes one recording line `{"topic": …, "payload": …}` (CONTRACT §4). Calls `each` with
+    /// the line's topic (when it has one) and each element's event or rejection.
+    ///
+    /// The common case — a detector topic written first, one object as payload — is parsed in
+    /// one pass straight into its type; anything else (or anything that fails there) takes the
+    /// general path, which yields the precise reason. Both apply the same types and checks.
+    pub fn decode_line<'a>(
+        &self,
+        line: &'a str,
+        mut each: impl FnMut(Option<&str>, Result<Event<'a>, Rejected>),
+    ) {
+        if let Some(rest) =
+            line.strip_prefix(r#"{"topic":""#).and_then(|r| r.strip_prefix(self.prefix.as_str()))
+            && rest.starts_with("traffic/detector/")
+            && let Ok(rec) = serde_json::from_str::<RecordLine<'a, DetectorReading<'a>>>(line)
+        {
+            let topic = rec.topic;
+            let res = rec.payload.validate().map(|()| Event::Detector(rec.payload));
+            return each(Some(&topic), res);
+        }
+        match serde_json::from_str::<RecordLine<'a, &'a RawValue>>(line) {
+            Ok(rec) => {
+                let topic = rec.topic;
+                self.decode(&topic, rec.payload.get().as_bytes(), |res| each(Some(&topic), res));
+            }
+            Err(e) => {
+                let reason = if e.is_data() { Reason::InvalidPayload } else { Reason::MalformedJson };
+                // No serde text here: it could quote a personal id.
+                let detail =
+                    format!(r#"not a recording line {{"topic", "payload"}} (column {})"#, e.column());
+                each(None, Err(Rejected::new(reason, detail)))
+            }
+        }
+    }
+
     /// Decodes one message: a JSON object, or an array of them. Calls `each` once per element
     /// with the event or the reason it was rejected. A message that is not JSON at all, or whose
     /// topic is unknown, yields one rejection.
@@ -557,18 +576,12 @@ impl Decoder {
         mut each: impl FnMut(Result<Event<'a>, Rejected>),
     ) {
         let Some((kind, _id)) = TopicKind::parse(&self.prefix, topic) else {
-            return each(Err(Rejected::new(
-                Reason::UnknownTopic,
-                "not a citybrain input topic",
-            )));
+            return each(Err(Rejected::new(Reason::UnknownTopic, "not a citybrain input topic")));
         };
         let text = match std::str::from_utf8(payload) {
             Ok(t) => t,
             Err(_) => {
-                return each(Err(Rejected::new(
-                    Reason::MalformedJson,
-                    "payload is not UTF-8",
-                )));
+                return each(Err(Rejected::new(Reason::MalformedJson, "payload is not UTF-8")));
             }
         };
         match text.trim_start().as_bytes().first() {
@@ -673,10 +686,7 @@ mod tests {
         assert_eq!(all(t, "{not json"), vec![Err(Reason::MalformedJson)]);
         assert_eq!(all("city/nope/x", "{}"), vec![Err(Reason::UnknownTopic)]);
         assert_eq!(
-            all(
-                t,
-                r#"{"sensor":"d1","segment":"s1","ts":1767225600000,"interval_s":30,"count":"3"}"#
-            ),
+            all(t, r#"{"sensor":"d1","segment":"s1","ts":1767225600000,"interval_s":30,"count":"3"}"#),
             vec![Err(Reason::InvalidPayload)]
         );
         assert_eq!(
@@ -687,10 +697,7 @@ mod tests {
             vec![Err(Reason::InvalidValue)]
         );
         assert_eq!(
-            all(
-                t,
-                r#"{"sensor":"d1","segment":"s1","ts":12,"interval_s":30,"count":3}"#
-            ),
+            all(t, r#"{"sensor":"d1","segment":"s1","ts":12,"interval_s":30,"count":3}"#),
             vec![Err(Reason::InvalidValue)]
         );
     }
@@ -704,9 +711,7 @@ mod tests {
             br#"{"person":" 11010519491231002x ","ts":1767225600000,"status":"confirmed"}"#,
             |r| seen.push(r.unwrap()),
         );
-        let Event::HealthCase(c) = &seen[0] else {
-            panic!()
-        };
+        let Event::HealthCase(c) = &seen[0] else { panic!() };
         assert_eq!(c.person, d.pseudonyms().pseudonym("11010519491231002X"));
         assert!(!c.person.contains("110105"));
         // A schema error in a personal payload does not quote the value.
@@ -721,10 +726,7 @@ mod tests {
 
     #[test]
     fn topics() {
-        assert_eq!(
-            TopicKind::parse("city/", "city/health/checkin/v-1"),
-            Some((TopicKind::Checkin, "v-1"))
-        );
+        assert_eq!(TopicKind::parse("city/", "city/health/checkin/v-1"), Some((TopicKind::Checkin, "v-1")));
         assert_eq!(TopicKind::parse("city/", "city/traffic/detector/"), None);
         assert_eq!(TopicKind::parse("city/", "town/traffic/detector/a"), None);
     }

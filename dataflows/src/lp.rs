@@ -117,12 +117,7 @@ pub fn encode(out: &Out, city: &CityModel, cfg: &Config, buf: &mut String) {
             tag(buf, "window", w.win.tag());
             let mut f = Fields::new(buf);
             flow_fields(&mut f, sum, w.win);
-            f.float(
-                "tti",
-                sum.speed_kmh()
-                    .filter(|v| *v > 0.0)
-                    .map(|v| seg.speed_limit_kmh / v),
-            );
+            f.float("tti", sum.speed_kmh().filter(|v| *v > 0.0).map(|v| seg.speed_limit_kmh / v));
             f.int("level", level(sum, seg.road_class, &cfg.traffic) as i64);
             f.end(w.start);
         }
@@ -153,14 +148,7 @@ fn district_line(
 }
 
 /// Appends the `alert` line of a transition to `state` at event time `time`.
-pub fn alert_line(
-    key: &AlertKey,
-    state: &str,
-    severity: &str,
-    time: Ms,
-    city: &CityModel,
-    buf: &mut String,
-) {
+pub fn alert_line(key: &AlertKey, state: &str, severity: &str, time: Ms, city: &CityModel, buf: &mut String) {
     let info = key.describe(city);
     buf.push_str("alert");
     tag(buf, "domain", info.domain);

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use timely::dataflow::Scope;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::vec::Filter;
 use timely::dataflow::operators::{Exchange, Operator};
 
 /// One output record of the city dataflow. With diff +1 it is a (new) value; with −1 the
@@ -71,40 +72,38 @@ pub fn build<'s>(
         .concat(t.segments.map(|(k, v)| Out::Segment(k, v)))
         .concat(t.districts.map(|(k, v)| Out::District(k, v)))
         .concat(t.alerts.map(Out::Alert));
-    (
-        Inputs {
-            traffic: traffic_in,
-        },
-        out,
-    )
+    (Inputs { traffic: traffic_in }, out)
 }
 
 /// Gathers `out` on worker 0 and calls `on_time(t, records)` once per completed event time `t`
-/// that changed anything, in increasing `t`, with the records consolidated and sorted.
+/// that changed anything, in increasing `t`, with the records consolidated and sorted. Window
+/// totals arrive as insertions only (their retractions are dropped on the way); alerts arrive
+/// with both signs.
 pub fn deliver<'s>(
     out: VecCollection<'s, Ms, Out>,
     mut on_time: impl FnMut(Ms, Vec<(Out, isize)>) + 'static,
 ) {
     let mut pending: BTreeMap<Ms, Vec<(Out, isize)>> = BTreeMap::new();
-    out.inner
-        .exchange(|_| 0)
-        .sink(Pipeline, "Deliver", move |(input, frontier)| {
-            input.for_each_stamp(|_cap, batches| {
-                for batch in batches {
-                    for (d, t, r) in batch.drain(..) {
-                        pending.entry(t).or_default().push((d, r));
-                    }
-                }
-            });
-            while let Some(entry) = pending.first_entry() {
-                if frontier.less_equal(entry.key()) {
-                    break;
-                }
-                let (t, mut records) = entry.remove_entry();
-                consolidate(&mut records);
-                if !records.is_empty() {
-                    on_time(t, records);
+    // A window total is only ever replaced (−old, +new at one time) or retracted alone; only
+    // the new value is written, so retractions need not travel to worker 0. Alerts keep both.
+    let wanted = out.inner.filter(|(d, _, r): &(Out, Ms, isize)| *r > 0 || matches!(d, Out::Alert(_)));
+    wanted.exchange(|_| 0).sink(Pipeline, "Deliver", move |(input, frontier)| {
+        input.for_each_stamp(|_cap, batches| {
+            for batch in batches {
+                for (d, t, r) in batch.drain(..) {
+                    pending.entry(t).or_default().push((d, r));
                 }
             }
         });
+        while let Some(entry) = pending.first_entry() {
+            if frontier.less_equal(entry.key()) {
+                break;
+            }
+            let (t, mut records) = entry.remove_entry();
+            consolidate(&mut records);
+            if !records.is_empty() {
+                on_time(t, records);
+            }
+        }
+    });
 }

@@ -30,8 +30,7 @@ impl Pseudonymizer {
     /// The pseudonym of a personal id: 64 hex digits.
     pub fn pseudonym(&self, id: &str) -> String {
         // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!());
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!());
         mac.update(id.trim().to_uppercase().as_bytes());
         let bytes = mac.finalize().into_bytes();
         let mut s = String::with_capacity(64);
@@ -50,14 +49,8 @@ mod tests {
     #[test]
     fn normalizes_and_depends_on_the_key() {
         let p = Pseudonymizer::new(b"k1".to_vec());
-        assert_eq!(
-            p.pseudonym(" 11010519491231002x"),
-            p.pseudonym("11010519491231002X")
-        );
-        assert_ne!(
-            p.pseudonym("a"),
-            Pseudonymizer::new(b"k2".to_vec()).pseudonym("a")
-        );
+        assert_eq!(p.pseudonym(" 11010519491231002x"), p.pseudonym("11010519491231002X"));
+        assert_ne!(p.pseudonym("a"), Pseudonymizer::new(b"k2".to_vec()).pseudonym("a"));
         assert_eq!(p.pseudonym("a").len(), 64);
     }
 }

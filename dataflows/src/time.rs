@@ -70,11 +70,7 @@ impl<'de> Deserialize<'de> for Ts {
 }
 
 fn check_range(v: Ms) -> Result<Ts, String> {
-    if (MIN_TS..MAX_TS).contains(&v) {
-        Ok(Ts(v))
-    } else {
-        Err(format!("ts {v} outside 2000..2100"))
-    }
+    if (MIN_TS..MAX_TS).contains(&v) { Ok(Ts(v)) } else { Err(format!("ts {v} outside 2000..2100")) }
 }
 
 /// Parses an RFC 3339 timestamp into epoch milliseconds.
@@ -117,11 +113,7 @@ pub struct Watermark {
 impl Watermark {
     /// A clock that has seen nothing yet, with the given allowed lateness.
     pub fn new(lateness: Ms) -> Self {
-        Watermark {
-            lateness,
-            max_ts: None,
-            floor: 0,
-        }
+        Watermark { lateness, max_ts: None, floor: 0 }
     }
 
     /// Notes an event time seen on any topic.
@@ -144,10 +136,7 @@ impl Watermark {
 
     /// The current watermark: max ts − lateness, or the idle floor if that is later; 0 before any input.
     pub fn current(&self) -> Ms {
-        let from_events = self
-            .max_ts
-            .map(|m| m.saturating_sub(self.lateness))
-            .unwrap_or(0);
+        let from_events = self.max_ts.map(|m| m.saturating_sub(self.lateness)).unwrap_or(0);
         from_events.max(self.floor)
     }
 

@@ -8,8 +8,9 @@
 //! window closes and retracted `retention` later. `count_total` sums the differences per key, so
 //! a window's total is exact whatever the arrival order or worker count, appears when the
 //! watermark passes the window's end, and is corrected (−old, +new) by a late reading. Segment
-//! windows are the same records re-keyed to the segment; district windows sum per-segment
-//! [`DistSum`]s derived from the segment totals, so a corrected segment corrects its district.
+//! windows (5 minutes) are the same records re-keyed to the segment; district windows (5
+//! minutes) sum per-segment [`DistSum`]s derived from the segment totals, so a corrected segment
+//! corrects its district. Detector windows are written for 1 and 5 minutes.
 //!
 //! # Levels and the district index
 //! A segment's level (1 畅通, 2 基本畅通, 3 轻度拥堵, 4 中度拥堵, 5 严重拥堵) comes from its
@@ -121,12 +122,8 @@ pub struct DistWin {
 /// Exact sums of detector intervals (the difference type of detector and segment windows).
 ///
 /// Fixed point: occupancy in millionths, speed in thousandths of a km/h.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct FlowSum {
-    /// Reading intervals summed.
-    pub readings: i64,
     /// Vehicles.
     pub count: i64,
     /// Seconds covered by intervals that reported occupancy.
@@ -139,43 +136,21 @@ pub struct FlowSum {
     pub speed_mk: i64,
 }
 
-abelian_struct!(FlowSum {
-    readings,
-    count,
-    occ_s,
-    occ_ppm_s,
-    speed_n,
-    speed_mk
-});
+abelian_struct!(FlowSum { count, occ_s, occ_ppm_s, speed_n, speed_mk });
 
 impl FlowSum {
     /// The sum of one reading interval.
-    pub fn reading(
-        interval_s: u32,
-        count: u32,
-        occupancy: Option<f64>,
-        speed_kmh: Option<f64>,
-    ) -> FlowSum {
+    pub fn reading(interval_s: u32, count: u32, occupancy: Option<f64>, speed_kmh: Option<f64>) -> FlowSum {
         let count = count as i64;
         let (occ_s, occ_ppm_s) = match occupancy {
-            Some(o) => (
-                interval_s as i64,
-                (o * 1e6).round() as i64 * interval_s as i64,
-            ),
+            Some(o) => (interval_s as i64, (o * 1e6).round() as i64 * interval_s as i64),
             None => (0, 0),
         };
         let (speed_n, speed_mk) = match speed_kmh {
             Some(v) if count > 0 => (count, (v * 1e3).round() as i64 * count),
             _ => (0, 0),
         };
-        FlowSum {
-            readings: 1,
-            count,
-            occ_s,
-            occ_ppm_s,
-            speed_n,
-            speed_mk,
-        }
+        FlowSum { count, occ_s, occ_ppm_s, speed_n, speed_mk }
     }
 
     /// Flow rate for a window: count × 3600 / window seconds.
@@ -215,20 +190,14 @@ pub fn level(sum: &FlowSum, class: RoadClass, cfg: &TrafficConfig) -> u8 {
     if sum.speed_n == 0 {
         return if sum.occupancy_at_least(0.5) { 5 } else { 1 };
     }
-    bands
-        .iter()
-        .position(|&b| sum.speed_above(b))
-        .map(|p| p as u8 + 1)
-        .unwrap_or(5)
+    bands.iter().position(|&b| sum.speed_above(b)).map(|p| p as u8 + 1).unwrap_or(5)
 }
 
 /// The names of the five levels, 1-based.
 pub const LEVEL_NAMES: [&str; 5] = ["畅通", "基本畅通", "轻度拥堵", "中度拥堵", "严重拥堵"];
 
 /// Per-district sums of segment windows (the difference type of district windows).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DistSum {
     /// Segments observed.
     pub segments: i64,
@@ -242,13 +211,7 @@ pub struct DistSum {
     pub travel_us: i64,
 }
 
-abelian_struct!(DistSum {
-    segments,
-    observed_mm,
-    congested_mm,
-    speed_mm,
-    travel_us
-});
+abelian_struct!(DistSum { segments, observed_mm, congested_mm, speed_mm, travel_us });
 
 impl DistSum {
     /// A segment window's contribution to its district.
@@ -269,11 +232,7 @@ impl DistSum {
 
     /// Congested share of observed road, percent.
     pub fn congested_pct(&self) -> f64 {
-        if self.observed_mm <= 0 {
-            0.0
-        } else {
-            self.congested_mm as f64 * 100.0 / self.observed_mm as f64
-        }
+        if self.observed_mm <= 0 { 0.0 } else { self.congested_mm as f64 * 100.0 / self.observed_mm as f64 }
     }
 
     /// The traffic performance index, 0–10.
@@ -283,8 +242,7 @@ impl DistSum {
 
     /// Space-mean speed, km/h.
     pub fn speed_kmh(&self) -> Option<f64> {
-        (self.travel_us > 0)
-            .then(|| self.speed_mm as f64 / 1e3 / (self.travel_us as f64 / 1e6) * 3.6)
+        (self.travel_us > 0).then(|| self.speed_mm as f64 / 1e3 / (self.travel_us as f64 / 1e6) * 3.6)
     }
 
     /// Congested road, km.
@@ -323,7 +281,7 @@ pub fn tpi_level(tpi: f64) -> u8 {
 
 /// The input collections of the traffic dataflow.
 pub struct TrafficInputs {
-    /// Detector window sums: presented at window close, retracted after retention.
+    /// Detector window sums: presented at window close, retracted once retention has passed.
     pub windows: InputSession<Ms, DetWin, FlowSum>,
     /// Detector liveness: present while a reading keeps the detector alive.
     pub alive: InputSession<Ms, Idx, isize>,
@@ -351,9 +309,9 @@ impl TrafficInputs {
 pub struct TrafficOutputs<'s> {
     /// Detector window totals.
     pub detectors: VecCollection<'s, Ms, (DetWin, FlowSum)>,
-    /// Segment window totals.
+    /// Segment window totals (5 minutes).
     pub segments: VecCollection<'s, Ms, (SegWin, FlowSum)>,
-    /// District window totals.
+    /// District window totals (5 minutes).
     pub districts: VecCollection<'s, Ms, (DistWin, DistSum)>,
     /// Active traffic alerts (a set: present while active).
     pub alerts: VecCollection<'s, Ms, AlertKey>,
@@ -373,11 +331,9 @@ pub fn dataflow<'s>(
 
     let c = city.clone();
     let segments = windows
-        .map(move |w| SegWin {
-            win: w.win,
-            start: w.start,
-            seg: c.detectors[w.det as usize].segment,
-        })
+        .clone()
+        .filter(|w| w.win == Win::M5)
+        .map(move |w| SegWin { win: w.win, start: w.start, seg: c.detectors[w.det as usize].segment })
         .count_total();
 
     let (c, f) = (city.clone(), cfg.clone());
@@ -386,35 +342,19 @@ pub fn dataflow<'s>(
         .explode(move |(w, sum): (SegWin, FlowSum)| {
             let seg = &c.segments[w.seg as usize];
             let lvl = level(&sum, seg.road_class, &f.traffic);
-            let key = DistWin {
-                win: w.win,
-                start: w.start,
-                district: seg.district,
-            };
-            Some((
-                key,
-                DistSum::of_segment(&sum, seg.length_m, lvl, &f.traffic),
-            ))
+            let key = DistWin { win: w.win, start: w.start, district: seg.district };
+            Some((key, DistSum::of_segment(&sum, seg.length_m, lvl, &f.traffic)))
         })
         .count_total();
 
-    let incidents = incident_alerts(detectors.clone(), segments.clone(), &city, &cfg);
+    let incidents = incident_alerts(detectors.clone(), windows, &city, &cfg);
     let congestion = congestion_alerts(districts.clone(), &cfg);
     let offline = offline_alerts(alive, seen);
     let alerts = incidents.concat(congestion).concat(offline).distinct();
 
     (
-        TrafficInputs {
-            windows: windows_in,
-            alive: alive_in,
-            seen: seen_in,
-        },
-        TrafficOutputs {
-            detectors,
-            segments,
-            districts,
-            alerts,
-        },
+        TrafficInputs { windows: windows_in, alive: alive_in, seen: seen_in },
+        TrafficOutputs { detectors, segments, districts, alerts },
     )
 }
 
@@ -430,7 +370,7 @@ struct LaneMinute {
 
 fn incident_alerts<'s>(
     detectors: VecCollection<'s, Ms, (DetWin, FlowSum)>,
-    segments: VecCollection<'s, Ms, (SegWin, FlowSum)>,
+    windows: VecCollection<'s, Ms, DetWin, FlowSum>,
     city: &Arc<CityModel>,
     cfg: &Arc<Config>,
 ) -> VecCollection<'s, Ms, AlertKey> {
@@ -444,28 +384,16 @@ fn incident_alerts<'s>(
         let det = &c.detectors[w.det as usize];
         let multi = c.segment_detectors(det.segment).len() > 1;
         (w.win == Win::M1 && multi).then(|| {
-            let occ_ppm = if sum.occ_s > 0 {
-                sum.occ_ppm_s / sum.occ_s
-            } else {
-                -1
-            };
+            let occ_ppm = if sum.occ_s > 0 { sum.occ_ppm_s / sum.occ_s } else { -1 };
             let stopped = occ_ppm >= occ_stopped_ppm && sum.count <= inc.max_count as i64;
-            (
-                (det.segment, w.start),
-                LaneMinute {
-                    lane: det.lane,
-                    stopped,
-                    count: sum.count,
-                    occ_ppm,
-                },
-            )
+            ((det.segment, w.start), LaneMinute { lane: det.lane, stopped, count: sum.count, occ_ppm })
         })
     });
 
     // A stopped lane next to a flowing one.
     let min_count = inc.neighbour_min_count as i64;
-    let candidates = lanes.reduce(
-        move |_key, input: &[(&LaneMinute, isize)], out: &mut Vec<(u32, isize)>| {
+    let candidates =
+        lanes.reduce(move |_key, input: &[(&LaneMinute, isize)], out: &mut Vec<(u32, isize)>| {
             for (a, _) in input.iter().filter(|(a, _)| a.stopped) {
                 let flowing_neighbour = input.iter().any(|(b, _)| {
                     b.lane.abs_diff(a.lane) == 1
@@ -477,27 +405,32 @@ fn incident_alerts<'s>(
                     out.push((a.lane, 1));
                 }
             }
-        },
-    );
+        });
 
-    // Minutes in which a segment's downstream neighbour is congested enough to spill back.
-    let c = city.clone();
+    // Minutes in which a segment's downstream neighbour is congested enough to spill back: the
+    // 1-minute occupancy of every segment downstream of a multi-lane segment.
+    let watched: Vec<bool> = city
+        .segments
+        .iter()
+        .map(|s| s.upstream.iter().any(|&u| city.segment_detectors(u).len() > 1))
+        .collect();
+    let (c, c2) = (city.clone(), city.clone());
     let spill_occ = inc.spillback_occ;
-    let spilling = segments
-        .flat_map(move |(w, sum)| {
-            let hit = w.win == Win::M1 && sum.occupancy_at_least(spill_occ);
-            let ups = if hit {
-                c.segments[w.seg as usize].upstream.clone()
-            } else {
-                Vec::new()
-            };
-            ups.into_iter().map(move |u| (u, w.start))
+    let spilling = windows
+        .filter(move |w| w.win == Win::M1 && watched[c.detectors[w.det as usize].segment as usize])
+        .map(move |w| (c2.detectors[w.det as usize].segment, w.start))
+        .count_total()
+        .flat_map({
+            let c = city.clone();
+            move |((seg, start), sum): ((Idx, Ms), FlowSum)| {
+                let hit = sum.occupancy_at_least(spill_occ);
+                let ups = if hit { c.segments[seg as usize].upstream.clone() } else { Vec::new() };
+                ups.into_iter().map(move |u| (u, start))
+            }
         })
         .distinct();
 
-    let blocked = candidates
-        .antijoin(spilling)
-        .map(|((seg, start), lane)| ((seg, lane), start));
+    let blocked = candidates.antijoin(spilling).map(|((seg, start), lane)| ((seg, lane), start));
     persisted(blocked, MINUTE, inc.persist_min).map(|(segment, lane)| AlertKey {
         rule: Rule::TrafficIncident,
         subject: Subject::Lane { segment, lane },
@@ -514,10 +447,8 @@ fn congestion_alerts<'s>(
         .filter(move |(w, sum)| w.win == Win::M5 && sum.tpi(&f.traffic) >= threshold)
         .map(|(w, _)| (w.district, w.start));
     let windows = cfg.traffic.congestion.persist_min / 5;
-    persisted(congested, Win::M5.len(), windows).map(|district| AlertKey {
-        rule: Rule::TrafficCongestion,
-        subject: Subject::District(district),
-    })
+    persisted(congested, Win::M5.len(), windows)
+        .map(|district| AlertKey { rule: Rule::TrafficCongestion, subject: Subject::District(district) })
 }
 
 fn offline_alerts<'s>(
@@ -528,10 +459,7 @@ fn offline_alerts<'s>(
     seen.distinct()
         .map(|d| (d, ()))
         .antijoin(alive)
-        .map(|(d, ())| AlertKey {
-            rule: Rule::TrafficDetectorOffline,
-            subject: Subject::Detector(d),
-        })
+        .map(|(d, ())| AlertKey { rule: Rule::TrafficDetectorOffline, subject: Subject::Detector(d) })
 }
 
 #[cfg(test)]
@@ -544,47 +472,18 @@ mod tests {
         let at = |v: f64| FlowSum::reading(60, 10, Some(0.1), Some(v));
         let ex = |v| level(&at(v), RoadClass::Expressway, &cfg);
         assert_eq!(
-            [
-                ex(65.01),
-                ex(65.0),
-                ex(50.01),
-                ex(50.0),
-                ex(35.0),
-                ex(20.01),
-                ex(20.0),
-                ex(0.0)
-            ],
+            [ex(65.01), ex(65.0), ex(50.01), ex(50.0), ex(35.0), ex(20.01), ex(20.0), ex(0.0)],
             [1, 2, 2, 3, 4, 4, 5, 5]
         );
         let ar = |v| level(&at(v), RoadClass::Arterial, &cfg);
-        assert_eq!(
-            [ar(40.01), ar(40.0), ar(30.0), ar(20.0), ar(15.01), ar(15.0)],
-            [1, 2, 3, 4, 4, 5]
-        );
+        assert_eq!([ar(40.01), ar(40.0), ar(30.0), ar(20.0), ar(15.01), ar(15.0)], [1, 2, 3, 4, 4, 5]);
         let se = |v| level(&at(v), RoadClass::Secondary, &cfg);
         let br = |v| level(&at(v), RoadClass::Branch, &cfg);
-        assert_eq!(
-            [se(35.01), se(35.0), se(25.0), se(15.0), se(10.01), se(10.0)],
-            [1, 2, 3, 4, 4, 5]
-        );
+        assert_eq!([se(35.01), se(35.0), se(25.0), se(15.0), se(10.01), se(10.0)], [1, 2, 3, 4, 4, 5]);
         assert_eq!([br(35.01), br(10.0)], [1, 5]);
         // No vehicles: standing traffic or an empty road.
-        assert_eq!(
-            level(
-                &FlowSum::reading(60, 0, Some(0.95), None),
-                RoadClass::Arterial,
-                &cfg
-            ),
-            5
-        );
-        assert_eq!(
-            level(
-                &FlowSum::reading(60, 0, Some(0.0), None),
-                RoadClass::Arterial,
-                &cfg
-            ),
-            1
-        );
+        assert_eq!(level(&FlowSum::reading(60, 0, Some(0.95), None), RoadClass::Arterial, &cfg), 5);
+        assert_eq!(level(&FlowSum::reading(60, 0, Some(0.0), None), RoadClass::Arterial, &cfg), 1);
     }
 
     #[test]

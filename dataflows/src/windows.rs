@@ -30,11 +30,7 @@ where
         .flat_map(move |(d, t, r): (D, Ms, isize)| {
             let (from, until) = interval(&d);
             let (a, b) = (t.max(from), t.max(until));
-            if a < b {
-                vec![(d.clone(), a, r), (d, b, -r)]
-            } else {
-                Vec::new()
-            }
+            if a < b { vec![(d.clone(), a, r), (d, b, -r)] } else { Vec::new() }
         })
         .as_collection()
 }
@@ -42,11 +38,7 @@ where
 /// The keys whose condition held in `n` consecutive windows of length `len` (see module docs).
 ///
 /// `cond` must be a set of `(key, window start)` (each present at most once).
-pub fn persisted<'s, K>(
-    cond: VecCollection<'s, Ms, (K, Ms)>,
-    len: Ms,
-    n: u32,
-) -> VecCollection<'s, Ms, K>
+pub fn persisted<'s, K>(cond: VecCollection<'s, Ms, (K, Ms)>, len: Ms, n: u32) -> VecCollection<'s, Ms, K>
 where
     K: ExchangeData + std::hash::Hash,
 {

@@ -196,19 +196,17 @@ fn read_blocks(
         let mut round: Vec<Vec<Block>> = (0..workers).map(|_| Vec::new()).collect();
         for _ in 0..BLOCKS_PER_ROUND {
             let mut buf = std::mem::take(&mut carry);
-            let target = buf.len().max(block_bytes);
-            // Fill to `target`, then extend until a line end (or EOF).
+            buf.reserve(block_bytes + (64 << 10));
+            // Fill the block; a line longer than a block makes it grow until a line end.
             loop {
                 let old = buf.len();
-                let want = if old < target { target - old } else { (64 << 10).min(block_bytes) };
-                buf.resize(old + want, 0);
-                let n = input.read(&mut buf[old..]).context("cannot read input")?;
-                buf.truncate(old + n);
+                let want = if old < block_bytes { block_bytes - old } else { 64 << 10 };
+                let n = (&mut input).take(want as u64).read_to_end(&mut buf).context("cannot read input")?;
                 if n == 0 {
                     eof = true;
                     break;
                 }
-                if buf.len() >= target && buf[old..].contains(&b'\n') {
+                if buf.len() >= block_bytes && buf[old..].contains(&b'\n') {
                     break;
                 }
             }
@@ -437,7 +435,6 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
             for block in &blocks {
                 process_block(block, &decoder, &mut ingest, &mut stats, &mut dead, &mut local_max);
             }
-            ingest.flush(&mut inputs);
             if let Some(tx) = tx.as_ref() {
                 let _ = tx.send(ToWriter::DeadLetters(round, std::mem::take(&mut dead)));
             }
@@ -451,9 +448,9 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
             if global > 0 {
                 now = now.max(global.saturating_sub(lateness));
             }
+            ingest.flush(&mut inputs, now);
             inputs.advance_to(now);
             inputs.flush();
-            ingest.set_now(now);
             worker.step_while(|| probe.less_than(&previous));
         }
         // End of input: close every window and fire every timer due by the end of the last
@@ -461,6 +458,7 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
         let global = max_ts.load(Ordering::Acquire);
         let end = if global > 0 { window_end(global, Win::M5.len()).max(now) } else { now };
         cutoff.store(end, Ordering::Release);
+        ingest.flush(&mut inputs, end + 1);
         inputs.advance_to(end + 1);
         inputs.flush();
         worker.step_while(|| probe.less_than(&(end + 1)));

@@ -1,24 +1,25 @@
 //! The ingest side of the dataflows: decoded events in, timed updates of the input collections out.
 //!
-//! One [`Ingest`] per worker. Between two flushes the input time `now` (the watermark of the
-//! previous batch) is fixed, so readings of the same (detector, window) can be summed before
-//! differential sees them: the dataflow receives one partial [`FlowSum`] per key and batch
-//! instead of one record per reading ("feed differential little"). On flush each key becomes
+//! One [`Ingest`] per worker. The input collections advance in *rounds*: a round ends when the
+//! watermark moves from `now` to `upto`. Every update the ingest side produces has an event time
+//! at which it must take effect, and [`Ingest::flush`] releases exactly the updates due by `upto`,
+//! each at `max(its time, now)`:
 //!
-//! * an insertion at `max(now, window end)` — the window's result appears when the watermark
-//!   passes its end, or at once as a correction if the window has already closed;
-//! * a retraction at the first batch whose `now` is at or past `window end + retention` — state
-//!   stays bounded without any clean-up pass. The retraction is queued here rather than handed
-//!   to differential dated in the future: future-dated updates are re-merged by every
-//!   arrangement at every batch until they come due, and a retention of 15 minutes would keep
-//!   several batches of them pending. No output depends on the retraction's exact time: a
-//!   window's retraction alone writes nothing, and every window of a district or a lane
-//!   comparison shares its end, so they leave together.
+//! * a window's sum is due when the window closes (its end): its result then appears exactly at
+//!   the end of the window, or at once as a correction when a late reading arrives after close;
+//! * the same sum is retracted `retention` after the window's end, so state stays bounded
+//!   without any clean-up pass;
+//! * a liveness span `[ts, ts + (k+1)·interval)` (for `traffic.detector_offline`) is inserted at
+//!   its start and retracted at its end — the offline timer fires on the watermark;
+//! * a detector's first reading marks it as `seen`.
+//!
+//! Holding updates here until they are due, instead of handing differential updates dated in
+//! the future, matters for speed: an arrangement re-merges its pending future updates at every
+//! round until they come due. It also means an open window reaches differential once, fully
+//! summed, instead of once per reading ("feed differential little").
 //!
 //! A reading whose 1-minute window ended `retention` or more before `now` has (or would have
-//! had) its window retracted: it is rejected as `too_late`. Liveness intervals (for
-//! `traffic.detector_offline`) are merged per detector within the batch and inserted the same
-//! way, with their end as retraction time.
+//! had) its window retracted: it is rejected as `too_late`.
 
 use crate::city::{CityModel, Idx};
 use crate::config::Config;
@@ -26,10 +27,36 @@ use crate::event::{DetectorReading, Event, Reason, Rejected};
 use crate::pipeline::Inputs;
 use crate::time::{Ms, SECOND, window_end, window_start};
 use crate::traffic::{DetWin, FlowSum, Win};
-use differential_dataflow::difference::Semigroup;
-use rustc_hash::FxHashMap;
+use differential_dataflow::difference::{Abelian, Semigroup};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// A liveness span of one detector: `[from, until)`, and whether its insertion was released.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    from: Ms,
+    until: Ms,
+    inserted: bool,
+}
+
+/// What one detector has waiting to be released.
+#[derive(Default)]
+struct Pending {
+    /// Sums of windows that have not closed yet (or late ones not yet released).
+    windows: Vec<(Win, Ms, FlowSum)>,
+    /// Liveness spans not yet fully released.
+    spans: Vec<Span>,
+    /// The first reading's time, until the `seen` insertion is released.
+    seen_at: Option<Ms>,
+    /// Whether the detector is in the `active` list.
+    listed: bool,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.windows.is_empty() && self.spans.is_empty() && self.seen_at.is_none()
+    }
+}
 
 /// Per-worker ingest state (see module docs).
 pub struct Ingest {
@@ -37,41 +64,31 @@ pub struct Ingest {
     retention: Ms,
     offline_intervals: u64,
     now: Ms,
-    windows: FxHashMap<DetWin, FlowSum>,
-    /// Sums inserted earlier, by the time they are due to be retracted.
-    expiring: BTreeMap<Ms, Vec<(DetWin, FlowSum)>>,
-    /// Liveness spans of this batch, per detector, and the detectors that have any.
-    alive: Vec<Vec<(Ms, Ms)>>,
-    alive_dets: Vec<Idx>,
+    pending: Vec<Pending>,
+    /// Detectors with something pending.
+    active: Vec<Idx>,
     seen: Vec<bool>,
-    seen_pending: Vec<(Idx, Ms)>,
+    /// Window sums released earlier, by the time they are due to be retracted.
+    expiring: BTreeMap<Ms, Vec<(DetWin, FlowSum)>>,
 }
 
 impl Ingest {
     /// A fresh ingest state for one worker.
     pub fn new(city: Arc<CityModel>, cfg: &Config) -> Self {
-        let seen = vec![false; city.detectors.len()];
+        let n = city.detectors.len();
         Ingest {
-            alive: vec![Vec::new(); city.detectors.len()],
-            alive_dets: Vec::new(),
             city,
             retention: cfg.traffic.retention_ms(),
             offline_intervals: cfg.traffic.offline_intervals as u64,
             now: 0,
-            windows: FxHashMap::default(),
+            pending: (0..n).map(|_| Pending::default()).collect(),
+            active: Vec::new(),
+            seen: vec![false; n],
             expiring: BTreeMap::new(),
-            seen,
-            seen_pending: Vec::new(),
         }
     }
 
-    /// Sets the input time for the next batch. Call only after [`Ingest::flush`], never backwards.
-    pub fn set_now(&mut self, now: Ms) {
-        debug_assert!(self.windows.is_empty() && now >= self.now);
-        self.now = self.now.max(now);
-    }
-
-    /// The input time of the current batch.
+    /// The input time: the watermark at the end of the last round.
     pub fn now(&self) -> Ms {
         self.now
     }
@@ -90,8 +107,7 @@ impl Ingest {
         };
         let segment = self.city.detectors[det as usize].segment;
         if self.city.segments[segment as usize].id != r.segment {
-            let known = self.city.segment(&r.segment).is_some();
-            let detail = if known {
+            let detail = if self.city.segment(&r.segment).is_some() {
                 format!("detector {:?} is not on segment {:?}", r.sensor, r.segment)
             } else {
                 format!("unknown segment {:?}", r.segment)
@@ -103,57 +119,88 @@ impl Ingest {
             return Err(Rejected::new(Reason::TooLate, "older than the traffic retention"));
         }
         let sum = FlowSum::reading(r.interval_s, r.count, r.occupancy, r.speed_kmh);
+        let p = &mut self.pending[det as usize];
+        if !p.listed {
+            p.listed = true;
+            self.active.push(det);
+        }
+        // A detector has a handful of open windows: a linear scan beats hashing.
         for win in Win::ALL {
-            let key = DetWin { win, start: window_start(ts, win.len()), det };
-            self.windows.entry(key).and_modify(|s| s.plus_equals(&sum)).or_insert(sum);
+            let start = window_start(ts, win.len());
+            match p.windows.iter_mut().find(|(w, s, _)| *w == win && *s == start) {
+                Some((_, _, acc)) => acc.plus_equals(&sum),
+                None => p.windows.push((win, start, sum)),
+            }
         }
         let until = ts + (self.offline_intervals + 1) * r.interval_s as Ms * SECOND;
-        let spans = &mut self.alive[det as usize];
-        if spans.is_empty() {
-            self.alive_dets.push(det);
+        if until > self.now {
+            // Extend a span this reading overlaps, unless that would move a released start.
+            let joins = p
+                .spans
+                .iter_mut()
+                .find(|s| ts <= s.until && s.from <= until && (!s.inserted || s.from <= ts));
+            match joins {
+                Some(s) => {
+                    s.from = s.from.min(ts);
+                    s.until = s.until.max(until);
+                }
+                None => p.spans.push(Span { from: ts, until, inserted: false }),
+            }
         }
-        spans.push((ts, until));
         if !self.seen[det as usize] {
             self.seen[det as usize] = true;
-            self.seen_pending.push((det, self.now.max(ts)));
+            p.seen_at = Some(ts);
         }
         Ok(())
     }
 
-    /// Hands the batch to the inputs (which must be at time `now`) as timed updates.
-    pub fn flush(&mut self, inputs: &mut Inputs) {
+    /// Ends the round: releases every update due by the new watermark `upto` into `inputs`
+    /// (which must still be at the previous watermark), then moves `now` to `upto`. The caller
+    /// advances the inputs to [`Ingest::now`] afterwards.
+    pub fn flush(&mut self, inputs: &mut Inputs, upto: Ms) {
         let now = self.now;
+        let upto = upto.max(now);
         let t = &mut inputs.traffic;
-        while let Some(due) = self.expiring.first_entry().filter(|e| *e.key() <= now) {
+        while let Some(due) = self.expiring.first_entry().filter(|e| *e.key() <= upto) {
+            let at = now.max(*due.key());
             for (key, mut sum) in due.remove() {
-                differential_dataflow::difference::Abelian::negate(&mut sum);
-                t.windows.update_at(key, now, sum);
+                sum.negate();
+                t.windows.update_at(key, at, sum);
             }
         }
-        for (key, sum) in self.windows.drain() {
-            let end = key.start + key.win.len();
-            t.windows.update_at(key, now.max(end), sum);
-            self.expiring.entry(end + self.retention).or_default().push((key, sum));
-        }
-        for det in self.alive_dets.drain(..) {
-            let spans = &mut self.alive[det as usize];
-            spans.sort_unstable();
-            let mut merged: Vec<(Ms, Ms)> = Vec::with_capacity(1);
-            for (a, b) in spans.drain(..) {
-                match merged.last_mut() {
-                    Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                    _ => merged.push((a, b)),
+        let retention = self.retention;
+        let expiring = &mut self.expiring;
+        let pending = &mut self.pending;
+        self.active.retain(|&det| {
+            let p = &mut pending[det as usize];
+            p.windows.retain(|&(win, start, sum)| {
+                let end = start + win.len();
+                if end > upto {
+                    return true;
                 }
-            }
-            for (a, b) in merged {
-                if b > now {
-                    t.alive.update_at(det, now.max(a), 1);
-                    t.alive.update_at(det, b, -1);
+                let key = DetWin { win, start, det };
+                t.windows.update_at(key, now.max(end), sum);
+                expiring.entry(end + retention).or_default().push((key, sum));
+                false
+            });
+            p.spans.retain_mut(|s| {
+                if !s.inserted && s.from <= upto {
+                    t.alive.update_at(det, now.max(s.from), 1);
+                    s.inserted = true;
                 }
+                if s.inserted && s.until <= upto {
+                    t.alive.update_at(det, now.max(s.until), -1);
+                    return false;
+                }
+                true
+            });
+            if let Some(at) = p.seen_at.filter(|&at| at <= upto) {
+                t.seen.update_at(det, now.max(at), 1);
+                p.seen_at = None;
             }
-        }
-        for (det, at) in self.seen_pending.drain(..) {
-            t.seen.update_at(det, at, 1);
-        }
+            p.listed = !p.is_empty();
+            p.listed
+        });
+        self.now = upto;
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Windowed points are stamped with the window start, alerts with the event time of the
 //! transition; timestamps are nanoseconds. Values are written unrounded from the exact sums
-//! (Rust's shortest round-trip float formatting). Only insertions are written: a retraction
+//! (the shortest decimal that reads back to the same `f64`, via `ryu`). Only insertions are written: a retraction
 //! alone writes nothing, and a corrected window is written again at the same series and time,
 //! which InfluxDB treats as an overwrite.
 
@@ -12,7 +12,6 @@ use crate::config::Config;
 use crate::pipeline::Out;
 use crate::time::Ms;
 use crate::traffic::{DistSum, FlowSum, Win, level, tpi_level};
-use std::fmt::Write;
 
 /// Escapes a tag key or value (commas, spaces, equals signs).
 pub fn escape_tag(s: &str, out: &mut String) {
@@ -58,13 +57,19 @@ impl<'a> Fields<'a> {
     }
     fn int(&mut self, k: &str, v: i64) -> &mut Self {
         self.sep();
-        let _ = write!(self.out, "{k}={v}i");
+        self.out.push_str(k);
+        self.out.push('=');
+        self.out.push_str(itoa::Buffer::new().format(v));
+        self.out.push('i');
         self
     }
     fn float(&mut self, k: &str, v: Option<f64>) -> &mut Self {
         if let Some(v) = v.filter(|v| v.is_finite()) {
             self.sep();
-            let _ = write!(self.out, "{k}={v}");
+            self.out.push_str(k);
+            self.out.push('=');
+            // Shortest representation that reads back to the same f64 (unrounded values).
+            self.out.push_str(ryu::Buffer::new().format_finite(v));
         }
         self
     }
@@ -76,7 +81,9 @@ impl<'a> Fields<'a> {
         self
     }
     fn end(&mut self, ms: Ms) {
-        let _ = writeln!(self.out, " {}", ms as u128 * 1_000_000);
+        self.out.push(' ');
+        self.out.push_str(itoa::Buffer::new().format(ms as u128 * 1_000_000));
+        self.out.push('\n');
     }
 }
 

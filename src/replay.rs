@@ -218,7 +218,7 @@ fn read_blocks(
                 break;
             }
             let lines =
-                buf.iter().filter(|&&b| b == b'\n').count() as u64 + u64::from(buf.last() != Some(&b'\n'));
+                memchr::memchr_iter(b'\n', &buf).count() as u64 + u64::from(buf.last() != Some(&b'\n'));
             let block = Block { first_line: line, data: buf };
             round[(index % workers as u64) as usize].push(block);
             index += 1;
@@ -275,7 +275,8 @@ fn write_outputs(
     let mut dl_rounds: BTreeMap<u64, (usize, Vec<(u64, String)>)> = BTreeMap::new();
     for msg in rx {
         match msg {
-            ToWriter::Batch(t, records) => {
+            ToWriter::Batch(t, mut records) => {
+                pipeline::consolidate_batch(&mut records);
                 for (out, diff) in &records {
                     match out {
                         Out::Alert(key) => {
@@ -364,7 +365,7 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
         .spawn(move || read_blocks(input, senders, block_bytes))?;
 
     // Dataflow → writer.
-    let (to_writer, from_workers) = sync_channel::<ToWriter>(1024);
+    let (to_writer, from_workers) = sync_channel::<ToWriter>(64);
     let writer = {
         let (opts, city, cfg) = (opts.clone(), city.clone(), cfg.clone());
         std::thread::Builder::new()
@@ -451,7 +452,7 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
             ingest.flush(&mut inputs, now);
             inputs.advance_to(now);
             inputs.flush();
-            worker.step_while(|| probe.less_than(&previous));
+            worker.step_or_park_while(None, || probe.less_than(&previous));
         }
         // End of input: close every window and fire every timer due by the end of the last
         // 5-minute window holding data; write nothing later.
@@ -461,7 +462,7 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
         ingest.flush(&mut inputs, end + 1);
         inputs.advance_to(end + 1);
         inputs.flush();
-        worker.step_while(|| probe.less_than(&(end + 1)));
+        worker.step_or_park_while(None, || probe.less_than(&(end + 1)));
         drop(inputs);
         (stats, (global > 0).then_some(end))
     })

@@ -7,9 +7,9 @@
 //! `geo`, after an R-tree (`rstar`) narrows the candidates to the polygons whose bounding box
 //! holds the point.
 
+use crate::names::Names;
 use geo::{BoundingRect, Centroid, Geometry, Intersects, MultiPolygon, Point};
 use rstar::{AABB, RTree, primitives::GeomWithData, primitives::Rectangle};
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -174,10 +174,10 @@ pub struct CityModel {
     pub detectors: Vec<Detector>,
     /// Stations, by index.
     pub stations: Vec<Station>,
-    district_ix: FxHashMap<String, Idx>,
-    cell_ix: FxHashMap<String, Idx>,
-    segment_ix: FxHashMap<String, Idx>,
-    detector_ix: FxHashMap<String, Idx>,
+    district_ix: Names,
+    cell_ix: Names,
+    segment_ix: Names,
+    detector_ix: Names,
     /// Detectors of each segment, by lane: `segment_lanes[s]` is sorted by lane.
     segment_lanes: Vec<Vec<(u32, Idx)>>,
     cell_tree: RTree<Placed>,
@@ -220,10 +220,10 @@ impl CityModel {
             segments: vec![],
             detectors: vec![],
             stations: vec![],
-            district_ix: FxHashMap::default(),
-            cell_ix: FxHashMap::default(),
-            segment_ix: FxHashMap::default(),
-            detector_ix: FxHashMap::default(),
+            district_ix: Names::default(),
+            cell_ix: Names::default(),
+            segment_ix: Names::default(),
+            detector_ix: Names::default(),
             segment_lanes: vec![],
             cell_tree: RTree::new(),
             district_tree: RTree::new(),
@@ -244,11 +244,11 @@ impl CityModel {
                         name: r.name.clone().unwrap_or_else(|| r.id.clone()),
                         area,
                     });
-                    m.district_ix.insert(r.id.clone(), idx).is_some()
+                    m.district_ix.insert(&r.id).is_none_or(|i| i != idx)
                 }
-                "cell" => m.cell_ix.insert(r.id.clone(), m.cell_ix.len() as Idx).is_some(),
-                "segment" => m.segment_ix.insert(r.id.clone(), m.segment_ix.len() as Idx).is_some(),
-                "detector" => m.detector_ix.insert(r.id.clone(), m.detector_ix.len() as Idx).is_some(),
+                "cell" => m.cell_ix.insert(&r.id).is_none(),
+                "segment" => m.segment_ix.insert(&r.id).is_none(),
+                "detector" => m.detector_ix.insert(&r.id).is_none(),
                 "station" => false,
                 other => return Err(fail(i, r, &format!("unknown kind {other:?}"))),
             };
@@ -258,7 +258,7 @@ impl CityModel {
         }
         let district_of = |i: usize, r: &RawFeature, m: &CityModel| -> Result<Idx, CityError> {
             let d = r.district.as_deref().ok_or_else(|| fail(i, r, "missing property `district`"))?;
-            m.district_ix.get(d).copied().ok_or_else(|| fail(i, r, &format!("unknown district {d:?}")))
+            m.district_ix.get(d).ok_or_else(|| fail(i, r, &format!("unknown district {d:?}")))
         };
         // Pass 2: cells (placement of segments and detectors needs them).
         for (i, r) in raws.iter().enumerate().filter(|(_, r)| r.kind == "cell") {
@@ -291,7 +291,6 @@ impl CityModel {
                             .map(|s| {
                                 m.segment_ix
                                     .get(s)
-                                    .copied()
                                     .ok_or_else(|| fail(i, r, &format!("unknown {what} segment {s:?}")))
                             })
                             .collect()
@@ -327,7 +326,7 @@ impl CityModel {
                     };
                     let s = r.segment.as_deref().ok_or_else(|| fail(i, r, "missing property `segment`"))?;
                     let segment =
-                        *m.segment_ix.get(s).ok_or_else(|| fail(i, r, &format!("unknown segment {s:?}")))?;
+                        m.segment_ix.get(s).ok_or_else(|| fail(i, r, &format!("unknown segment {s:?}")))?;
                     m.detectors.push(Detector {
                         id: r.id.clone(),
                         segment,
@@ -379,23 +378,29 @@ impl CityModel {
     /// The index of a detector id.
     #[inline]
     pub fn detector(&self, id: &str) -> Option<Idx> {
-        self.detector_ix.get(id).copied()
+        self.detector_ix.get(id)
     }
 
     /// The index of a segment id.
     #[inline]
     pub fn segment(&self, id: &str) -> Option<Idx> {
-        self.segment_ix.get(id).copied()
+        self.segment_ix.get(id)
+    }
+
+    /// A segment's id, from the compact id table (cheaper on the hot path than `segments[i].id`).
+    #[inline]
+    pub fn segment_id(&self, segment: Idx) -> &str {
+        self.segment_ix.name(segment)
     }
 
     /// The index of a district id.
     pub fn district(&self, id: &str) -> Option<Idx> {
-        self.district_ix.get(id).copied()
+        self.district_ix.get(id)
     }
 
     /// The index of a cell id.
     pub fn cell(&self, id: &str) -> Option<Idx> {
-        self.cell_ix.get(id).copied()
+        self.cell_ix.get(id)
     }
 
     /// The detectors of a segment as `(lane, detector)`, sorted by lane.

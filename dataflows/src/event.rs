@@ -320,6 +320,20 @@ pub enum Event<'a> {
 }
 
 impl Event<'_> {
+    /// The topic family the event came from.
+    pub fn kind(&self) -> TopicKind {
+        match self {
+            Event::Detector(_) => TopicKind::Detector,
+            Event::Incident(_) => TopicKind::Incident,
+            Event::Unit(_) => TopicKind::Unit,
+            Event::Case(_) => TopicKind::Case,
+            Event::GridSensor(_) => TopicKind::GridSensor,
+            Event::HealthCase(_) => TopicKind::HealthCase,
+            Event::Trip(_) => TopicKind::Trip,
+            Event::Checkin(_) => TopicKind::Checkin,
+        }
+    }
+
     /// The event time.
     pub fn ts(&self) -> Ts {
         match self {

@@ -28,6 +28,7 @@ use crate::pipeline::Inputs;
 use crate::time::{Ms, SECOND, window_end, window_start};
 use crate::traffic::{DetWin, FlowSum, Win};
 use differential_dataflow::difference::{Abelian, Semigroup};
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -42,10 +43,12 @@ struct Span {
 /// What one detector has waiting to be released.
 #[derive(Default)]
 struct Pending {
-    /// Sums of windows that have not closed yet (or late ones not yet released).
-    windows: Vec<(Win, Ms, FlowSum)>,
+    /// Sums of windows that have not closed yet (or late ones not yet released). Inline: a
+    /// detector has a few open windows, and an extra heap indirection per reading costs a
+    /// cache miss.
+    windows: SmallVec<[(Win, Ms, FlowSum); 4]>,
     /// Liveness spans not yet fully released.
-    spans: Vec<Span>,
+    spans: SmallVec<[Span; 2]>,
     /// The first reading's time, until the `seen` insertion is released.
     seen_at: Option<Ms>,
     /// Whether the detector is in the `active` list.
@@ -106,7 +109,7 @@ impl Ingest {
             return Err(Rejected::new(Reason::UnknownId, format!("unknown detector {:?}", r.sensor)));
         };
         let segment = self.city.detectors[det as usize].segment;
-        if self.city.segments[segment as usize].id != r.segment {
+        if self.city.segment_id(segment) != r.segment {
             let detail = if self.city.segment(&r.segment).is_some() {
                 format!("detector {:?} is not on segment {:?}", r.sensor, r.segment)
             } else {
@@ -173,7 +176,7 @@ impl Ingest {
         let pending = &mut self.pending;
         self.active.retain(|&det| {
             let p = &mut pending[det as usize];
-            p.windows.retain(|&(win, start, sum)| {
+            p.windows.retain(|&mut (win, start, sum)| {
                 let end = start + win.len();
                 if end > upto {
                     return true;

@@ -7,6 +7,7 @@
 //! * [`event`] — the payload types of every MQTT topic and the one decoder (validation,
 //!   pseudonymization, dead-letter reasons).
 //! * [`city`] — the city model from GeoJSON, interned ids, point placement.
+//! * [`names`] — compact id tables (string id ↔ index).
 //! * [`config`] — the settings of the dataflows, with documented defaults.
 //! * [`time`] — event time, window alignment and the city-wide watermark.
 //! * [`ingest`] — turns decoded events into timed, pre-aggregated input updates.
@@ -24,6 +25,7 @@ mod diff;
 pub mod event;
 pub mod ingest;
 pub mod lp;
+pub mod names;
 pub mod pipeline;
 pub mod pseudonym;
 pub mod time;

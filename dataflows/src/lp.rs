@@ -15,6 +15,10 @@ use crate::traffic::{DistSum, FlowSum, Win, level, tpi_level};
 
 /// Escapes a tag key or value (commas, spaces, equals signs).
 pub fn escape_tag(s: &str, out: &mut String) {
+    if !s.bytes().any(|b| matches!(b, b',' | b' ' | b'=' | b'\\' | b'\n')) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         if matches!(c, ',' | ' ' | '=' | '\\') {
             out.push('\\');

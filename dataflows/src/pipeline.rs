@@ -3,17 +3,17 @@
 //! [`build`] assembles the domains (today: traffic) in one timely scope whose timestamps are
 //! event-time milliseconds, and merges their results into one collection of [`Out`] records.
 //! [`deliver`] gathers that collection on worker 0 and hands it over one *completed* event time
-//! at a time, consolidated and sorted, so whatever the number of workers the consumer sees the
-//! same sequence of `(time, [(record, ±1)])` batches: the basis of bit-identical output on 1 and
-//! N workers. Both `citybrain replay` and the live service drive exactly this dataflow.
+//! at a time; after [`consolidate_batch`] (which the consumer runs on its own thread, off the
+//! worker) every number of workers yields the same sequence of sorted `(time, [(record, ±1)])`
+//! batches: the basis of bit-identical output on 1 and N workers. Both `citybrain replay` and the live service drive exactly this dataflow.
 
 use crate::alerts::AlertKey;
 use crate::city::CityModel;
 use crate::config::Config;
 use crate::time::Ms;
 use crate::traffic::{self, DetWin, DistSum, DistWin, FlowSum, SegWin, TrafficInputs};
-use differential_dataflow::VecCollection;
 use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -59,35 +59,46 @@ impl Inputs {
     }
 }
 
-/// Builds every domain's dataflow in `scope` and returns the inputs and the merged outputs.
+/// Keeps only the insertions of a collection of window totals.
+///
+/// A window total is only ever replaced (−old and +new at one time) or retracted alone (when its
+/// retention ends); only new values are written anywhere, so the retractions are dropped as soon
+/// as they leave the operator that computed them instead of travelling to worker 0.
+fn new_values<'s, D: differential_dataflow::Data>(c: VecCollection<'s, Ms, D>) -> VecCollection<'s, Ms, D> {
+    c.inner.filter(|(_, _, r): &(D, Ms, isize)| *r > 0).as_collection()
+}
+
+/// Builds every domain's dataflow in `scope` and returns the inputs and the merged outputs:
+/// window totals as insertions only (new values), alerts with both signs (raise and clear).
 pub fn build<'s>(
     scope: Scope<'s, Ms>,
     city: Arc<CityModel>,
     cfg: Arc<Config>,
 ) -> (Inputs, VecCollection<'s, Ms, Out>) {
     let (traffic_in, t) = traffic::dataflow(scope, city, cfg);
-    let out = t
-        .detectors
+    let out = new_values(t.detectors)
         .map(|(k, v)| Out::Detector(k, v))
-        .concat(t.segments.map(|(k, v)| Out::Segment(k, v)))
-        .concat(t.districts.map(|(k, v)| Out::District(k, v)))
+        .concat(new_values(t.segments).map(|(k, v)| Out::Segment(k, v)))
+        .concat(new_values(t.districts).map(|(k, v)| Out::District(k, v)))
         .concat(t.alerts.map(Out::Alert));
     (Inputs { traffic: traffic_in }, out)
 }
 
+/// Sorts a delivered batch and sums the differences of equal records, dropping those that cancel.
+pub fn consolidate_batch(records: &mut Vec<(Out, isize)>) {
+    consolidate(records);
+}
+
 /// Gathers `out` on worker 0 and calls `on_time(t, records)` once per completed event time `t`
-/// that changed anything, in increasing `t`, with the records consolidated and sorted. Window
-/// totals arrive as insertions only (their retractions are dropped on the way); alerts arrive
-/// with both signs.
+/// that changed anything, in increasing `t`. The records are not yet consolidated: pass them
+/// through [`consolidate_batch`] (on the consumer's thread, so worker 0 is not burdened). Window
+/// totals arrive as insertions only (see [`build`]); alerts arrive with both signs.
 pub fn deliver<'s>(
     out: VecCollection<'s, Ms, Out>,
     mut on_time: impl FnMut(Ms, Vec<(Out, isize)>) + 'static,
 ) {
     let mut pending: BTreeMap<Ms, Vec<(Out, isize)>> = BTreeMap::new();
-    // A window total is only ever replaced (−old, +new at one time) or retracted alone; only
-    // the new value is written, so retractions need not travel to worker 0. Alerts keep both.
-    let wanted = out.inner.filter(|(d, _, r): &(Out, Ms, isize)| *r > 0 || matches!(d, Out::Alert(_)));
-    wanted.exchange(|_| 0).sink(Pipeline, "Deliver", move |(input, frontier)| {
+    out.inner.exchange(|_| 0).sink(Pipeline, "Deliver", move |(input, frontier)| {
         input.for_each_stamp(|_cap, batches| {
             for batch in batches {
                 for (d, t, r) in batch.drain(..) {
@@ -99,11 +110,8 @@ pub fn deliver<'s>(
             if frontier.less_equal(entry.key()) {
                 break;
             }
-            let (t, mut records) = entry.remove_entry();
-            consolidate(&mut records);
-            if !records.is_empty() {
-                on_time(t, records);
-            }
+            let (t, records) = entry.remove_entry();
+            on_time(t, records);
         }
     });
 }

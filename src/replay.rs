@@ -84,6 +84,11 @@ pub struct ReplaySummary {
     pub alerts_cleared: u64,
     /// Alerts still active at the end.
     pub alerts_active: u64,
+    /// The most window sums live in the dataflow at once (summed over workers): the logical
+    /// size of the windowed state, bounded by the retention whatever the length of the input.
+    pub max_live_windows: u64,
+    /// Peak resident memory of the process, MB (Linux; `None` elsewhere).
+    pub peak_rss_mb: Option<f64>,
     /// Event time the clock ended at (epoch ms), if there was any input.
     pub end_ts: Option<Ms>,
     /// Wall-clock seconds.
@@ -127,8 +132,20 @@ impl ReplaySummary {
         if let Some(t) = self.end_ts {
             s += &format!("; clock ended at {}", citybrain_dataflows::time::format_ms(t));
         }
+        s += &format!("\nreplay: at most {} window sums live", self.max_live_windows);
+        if let Some(mb) = self.peak_rss_mb {
+            s += &format!("; peak RSS {mb:.0} MB");
+        }
         s
     }
+}
+
+/// Peak resident set size of this process in MB, from `/proc/self/status` (Linux only).
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 /// One block of input lines.
@@ -150,8 +167,10 @@ struct DeadLetter<'a> {
 #[derive(Default)]
 struct WorkerStats {
     lines: u64,
-    accepted: BTreeMap<TopicKind, u64>,
+    accepted: [u64; TopicKind::ALL.len()],
     rejected: BTreeMap<Reason, u64>,
+    /// The most window sums held live at once (see `Ingest::live_windows`).
+    max_live_windows: u64,
 }
 
 struct CountingReader<R> {
@@ -450,6 +469,7 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
                 now = now.max(global.saturating_sub(lateness));
             }
             ingest.flush(&mut inputs, now);
+            stats.max_live_windows = stats.max_live_windows.max(ingest.live_windows() as u64);
             inputs.advance_to(now);
             inputs.flush();
             worker.step_or_park_while(None, || probe.less_than(&previous));
@@ -457,7 +477,7 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
         // End of input: close every window and fire every timer due by the end of the last
         // 5-minute window holding data; write nothing later.
         let global = max_ts.load(Ordering::Acquire);
-        let end = if global > 0 { window_end(global, Win::M5.len()).max(now) } else { now };
+        let end = if global > 0 { window_end(global, Win::M5.ms()).max(now) } else { now };
         cutoff.store(end, Ordering::Release);
         ingest.flush(&mut inputs, end + 1);
         inputs.advance_to(end + 1);
@@ -472,9 +492,12 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
     for result in guards.join() {
         let (stats, end) = result.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
         summary.lines += stats.lines;
-        for (k, n) in stats.accepted {
-            *summary.accepted.entry(k.path().to_string()).or_default() += n;
+        for (k, n) in TopicKind::ALL.iter().zip(stats.accepted) {
+            if n > 0 {
+                *summary.accepted.entry(k.path().to_string()).or_default() += n;
+            }
         }
+        summary.max_live_windows += stats.max_live_windows;
         for (r, n) in stats.rejected {
             *summary.rejected.entry(r.as_str().to_string()).or_default() += n;
         }
@@ -492,6 +515,7 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
     summary.alerts_cleared = totals.cleared;
     summary.alerts_active = totals.active;
     summary.seconds = started.elapsed().as_secs_f64();
+    summary.peak_rss_mb = peak_rss_mb();
     Ok(summary)
 }
 
@@ -504,10 +528,7 @@ fn process_block(
     dead: &mut Vec<(u64, String)>,
     local_max: &mut Ms,
 ) {
-    let mut line_no = block.first_line;
-    for line in block.data.split(|&b| b == b'\n') {
-        let this = line_no;
-        line_no += 1;
+    for (this, line) in (block.first_line..).zip(block.data.split(|&b| b == b'\n')) {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue; // blank lines (and the piece after a final newline) are not records
         }
@@ -522,15 +543,13 @@ fn process_block(
             continue;
         };
         decoder.decode_line(line, |topic, res| {
-            let kind = topic.and_then(|t| TopicKind::parse(decoder.prefix(), t)).map(|(k, _)| k);
             let res = res.and_then(|ev| {
                 *local_max = (*local_max).max(ev.ts().0);
-                ingest.offer(&ev)
+                ingest.offer(&ev).map(|()| ev.kind())
             });
-            match (res, kind) {
-                (Ok(()), Some(k)) => *stats.accepted.entry(k).or_default() += 1,
-                (Ok(()), None) => {}
-                (Err(rej), _) => reject(topic, rej.reason, rej.detail),
+            match res {
+                Ok(kind) => stats.accepted[kind as usize] += 1,
+                Err(rej) => reject(topic, rej.reason, rej.detail),
             }
         });
     }

@@ -275,7 +275,8 @@ fn arrival_order_does_not_change_final_values() {
     for chunk in shuffled.chunks_mut(6) {
         chunk.reverse();
     }
-    let last = |r: &Run| -> BTreeMap<(String, BTreeMap<String, String>, u64), BTreeMap<String, String>> {
+    type Series = (String, BTreeMap<String, String>, u64);
+    let last = |r: &Run| -> BTreeMap<Series, BTreeMap<String, String>> {
         points(&r.lp).into_iter().map(|p| ((p.measurement, p.tags, p.ns), p.fields)).collect()
     };
     let a = run("order-a", &lines, 1);
@@ -405,6 +406,19 @@ fn bad_input_is_dead_lettered_and_the_rest_is_unchanged() {
     let text = serde_json::to_string(&r.dead).unwrap();
     assert!(!text.contains("110105194912310021"), "a personal id leaked into the dead letters");
     assert_eq!(r.summary.rejected.values().sum::<u64>(), 10);
+}
+
+#[test]
+fn state_stays_flat_over_a_long_replay() {
+    // Two hours and sixteen hours of the same city: the live windowed state is bounded by the
+    // retention (15 minutes), not by the length of the input.
+    let short = run("flat-short", &feed(120, &free_flow), 1);
+    let long = run("flat-long", &feed(16 * 60, &free_flow), 1);
+    assert_eq!(long.summary.readings(), 8 * short.summary.readings());
+    assert!(short.summary.max_live_windows > 0);
+    assert_eq!(long.summary.max_live_windows, short.summary.max_live_windows);
+    // 6 detectors × (17 one-minute + 4 five-minute windows) within retention plus the round in flight.
+    assert!(long.summary.max_live_windows < 6 * 40, "{}", long.summary.max_live_windows);
 }
 
 #[test]

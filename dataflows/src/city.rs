@@ -300,8 +300,10 @@ impl CityModel {
                     let length_m = r.length_m.ok_or_else(|| fail(i, r, "missing property `length_m`"))?;
                     let speed_limit_kmh =
                         r.speed_limit_kmh.ok_or_else(|| fail(i, r, "missing property `speed_limit_kmh`"))?;
-                    if !(length_m > 0.0 && length_m.is_finite())
-                        || !(speed_limit_kmh > 0.0 && speed_limit_kmh.is_finite())
+                    if !(length_m > 0.0
+                        && length_m.is_finite()
+                        && speed_limit_kmh > 0.0
+                        && speed_limit_kmh.is_finite())
                     {
                         return Err(fail(i, r, "length_m and speed_limit_kmh must be positive"));
                     }

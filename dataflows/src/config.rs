@@ -219,7 +219,7 @@ impl Config {
             return err("traffic.incident.persist_min", "must be 1..120");
         }
         let c = &t.congestion;
-        if c.persist_min == 0 || c.persist_min % 5 != 0 || c.persist_min > 24 * 60 {
+        if c.persist_min == 0 || !c.persist_min.is_multiple_of(5) || c.persist_min > 24 * 60 {
             return err("traffic.congestion.persist_min", "must be a positive multiple of 5 (≤ 1440)");
         }
         if !(0.0..=10.0).contains(&c.tpi_threshold) {

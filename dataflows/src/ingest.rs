@@ -91,6 +91,12 @@ impl Ingest {
         }
     }
 
+    /// Window sums released into the dataflow and not yet retracted: the logical size of the
+    /// windowed state this worker contributes. Bounded by the retention, not by the input.
+    pub fn live_windows(&self) -> usize {
+        self.expiring.values().map(Vec::len).sum()
+    }
+
     /// The input time: the watermark at the end of the last round.
     pub fn now(&self) -> Ms {
         self.now
@@ -118,7 +124,7 @@ impl Ingest {
             return Err(Rejected::new(Reason::UnknownId, detail));
         }
         let ts = r.ts.0;
-        if window_end(ts, Win::M1.len()) + self.retention <= self.now {
+        if window_end(ts, Win::M1.ms()) + self.retention <= self.now {
             return Err(Rejected::new(Reason::TooLate, "older than the traffic retention"));
         }
         let sum = FlowSum::reading(r.interval_s, r.count, r.occupancy, r.speed_kmh);
@@ -129,7 +135,7 @@ impl Ingest {
         }
         // A detector has a handful of open windows: a linear scan beats hashing.
         for win in Win::ALL {
-            let start = window_start(ts, win.len());
+            let start = window_start(ts, win.ms());
             match p.windows.iter_mut().find(|(w, s, _)| *w == win && *s == start) {
                 Some((_, _, acc)) => acc.plus_equals(&sum),
                 None => p.windows.push((win, start, sum)),
@@ -177,7 +183,7 @@ impl Ingest {
         self.active.retain(|&det| {
             let p = &mut pending[det as usize];
             p.windows.retain(|&mut (win, start, sum)| {
-                let end = start + win.len();
+                let end = start + win.ms();
                 if end > upto {
                     return true;
                 }

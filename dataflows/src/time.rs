@@ -55,7 +55,7 @@ impl<'de> Deserialize<'de> for Ts {
                     .and_then(|v| check_range(v).map_err(E::custom))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Ts, E> {
-                if v.fract() == 0.0 && v >= 0.0 && v < 1e16 {
+                if v.fract() == 0.0 && (0.0..1e16).contains(&v) {
                     check_range(v as u64).map_err(E::custom)
                 } else {
                     Err(E::custom("ts must be whole milliseconds"))

@@ -65,7 +65,7 @@ impl Win {
 
     /// Length in ms.
     #[inline]
-    pub fn len(self) -> Ms {
+    pub fn ms(self) -> Ms {
         match self {
             Win::M1 => MINUTE,
             Win::M5 => 5 * MINUTE,
@@ -74,7 +74,7 @@ impl Win {
 
     /// Length in seconds.
     pub fn seconds(self) -> i64 {
-        (self.len() / 1000) as i64
+        (self.ms() / 1000) as i64
     }
 
     /// The `window` tag value.
@@ -447,7 +447,7 @@ fn congestion_alerts<'s>(
         .filter(move |(w, sum)| w.win == Win::M5 && sum.tpi(&f.traffic) >= threshold)
         .map(|(w, _)| (w.district, w.start));
     let windows = cfg.traffic.congestion.persist_min / 5;
-    persisted(congested, Win::M5.len(), windows)
+    persisted(congested, Win::M5.ms(), windows)
         .map(|district| AlertKey { rule: Rule::TrafficCongestion, subject: Subject::District(district) })
 }
 

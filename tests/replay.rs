@@ -483,3 +483,37 @@ fn the_cli_reports_and_survives_bad_arguments() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open input missing.jsonl"));
 }
+
+#[test]
+fn simulated_rush_hour_with_one_blocked_lane() {
+    use citybrain_sim::{CityOptions, FeedOptions, IncidentSpec, detector_feed, generate_city, geojson_text};
+    // The simulator's city, 07:00–10:00 local time (morning rush), one lane blocked 08:00–08:15.
+    let geojson = geojson_text(&generate_city(&CityOptions::default()).unwrap());
+    let model = citybrain_dataflows::CityModel::from_geojson_str(&geojson).unwrap();
+    let seg = model.segments.iter().find(|s| s.lanes >= 2 && !s.downstream.is_empty()).unwrap();
+    let incident = IncidentSpec { segment: seg.id.clone(), lane: 1, start_min: 60, duration_min: 15 };
+    let opts = FeedOptions { duration_min: 180, incidents: vec![incident], ..FeedOptions::default() };
+    let lines = detector_feed(&model, &opts).unwrap();
+
+    let dir = scratch("sim");
+    std::fs::write(dir.join("city.geojson"), &geojson).unwrap();
+    std::fs::write(dir.join("feed.jsonl"), lines.join("\n")).unwrap();
+    let r = run_files(&dir, &dir.join("city.geojson"), &dir.join("feed.jsonl"), 2, None);
+    assert!(r.dead.is_empty(), "{:?}", &r.dead[..r.dead.len().min(3)]);
+    assert_eq!(r.summary.readings(), lines.len() as u64);
+
+    let incidents: Vec<&Value> = r.alerts.iter().filter(|a| a["rule"] == "traffic.incident").collect();
+    assert_eq!(incidents.len(), 2, "exactly the injected lane, raised then cleared: {incidents:?}");
+    assert_eq!(incidents[0]["subject"], json!({"segment": seg.id, "lane": 1}));
+    let start = opts.start_ms + 60 * MIN;
+    assert_eq!(incidents[0]["raised_ts"], start + 5 * MIN, "five stopped minutes");
+    assert_eq!(incidents[1]["cleared_ts"], start + 16 * MIN, "cleared when the first free minute closes");
+    // Every segment and district of the city was written for every 5-minute window.
+    let pts = points(&r.lp);
+    let seg_points = pts.iter().filter(|p| p.measurement == "traffic_segment").count();
+    assert_eq!(seg_points, model.segments.len() * 36);
+    assert_eq!(
+        pts.iter().filter(|p| p.measurement == "traffic_district").count(),
+        model.districts.len() * 36
+    );
+}

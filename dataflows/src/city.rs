@@ -180,6 +180,10 @@ pub struct CityModel {
     detector_ix: Names,
     /// Detectors of each segment, by lane: `segment_lanes[s]` is sorted by lane.
     segment_lanes: Vec<Vec<(u32, Idx)>>,
+    /// Each detector's segment, densely: hot paths read this instead of `detectors[d]`.
+    detector_segment: Vec<Idx>,
+    /// Whether each detector's segment has more than one detector (lanes can be compared).
+    detector_multi_lane: Vec<bool>,
     cell_tree: RTree<Placed>,
     district_tree: RTree<Placed>,
     /// Officer id → the cells they look after.
@@ -225,6 +229,8 @@ impl CityModel {
             segment_ix: Names::default(),
             detector_ix: Names::default(),
             segment_lanes: vec![],
+            detector_segment: vec![],
+            detector_multi_lane: vec![],
             cell_tree: RTree::new(),
             district_tree: RTree::new(),
             officer_cells: BTreeMap::new(),
@@ -374,6 +380,9 @@ impl CityModel {
         for lanes in &mut m.segment_lanes {
             lanes.sort_unstable();
         }
+        m.detector_segment = m.detectors.iter().map(|d| d.segment).collect();
+        m.detector_multi_lane =
+            m.detectors.iter().map(|d| m.segment_lanes[d.segment as usize].len() > 1).collect();
         Ok(m)
     }
 
@@ -403,6 +412,18 @@ impl CityModel {
     /// The index of a cell id.
     pub fn cell(&self, id: &str) -> Option<Idx> {
         self.cell_ix.get(id)
+    }
+
+    /// The segment a detector measures.
+    #[inline]
+    pub fn detector_segment(&self, det: Idx) -> Idx {
+        self.detector_segment[det as usize]
+    }
+
+    /// Whether a detector shares its segment with other detectors (other lanes).
+    #[inline]
+    pub fn detector_multi_lane(&self, det: Idx) -> bool {
+        self.detector_multi_lane[det as usize]
     }
 
     /// The detectors of a segment as `(lane, detector)`, sorted by lane.

@@ -114,7 +114,7 @@ impl Ingest {
         let Some(det) = self.city.detector(&r.sensor) else {
             return Err(Rejected::new(Reason::UnknownId, format!("unknown detector {:?}", r.sensor)));
         };
-        let segment = self.city.detectors[det as usize].segment;
+        let segment = self.city.detector_segment(det);
         if self.city.segment_id(segment) != r.segment {
             let detail = if self.city.segment(&r.segment).is_some() {
                 format!("detector {:?} is not on segment {:?}", r.sensor, r.segment)

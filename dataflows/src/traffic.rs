@@ -333,7 +333,7 @@ pub fn dataflow<'s>(
     let segments = windows
         .clone()
         .filter(|w| w.win == Win::M5)
-        .map(move |w| SegWin { win: w.win, start: w.start, seg: c.detectors[w.det as usize].segment })
+        .map(move |w| SegWin { win: w.win, start: w.start, seg: c.detector_segment(w.det) })
         .count_total();
 
     let (c, f) = (city.clone(), cfg.clone());
@@ -381,9 +381,8 @@ fn incident_alerts<'s>(
     // Lanes of multi-lane segments, per (segment, minute).
     let c = city.clone();
     let lanes = detectors.flat_map(move |(w, sum)| {
-        let det = &c.detectors[w.det as usize];
-        let multi = c.segment_detectors(det.segment).len() > 1;
-        (w.win == Win::M1 && multi).then(|| {
+        (w.win == Win::M1 && c.detector_multi_lane(w.det)).then(|| {
+            let det = &c.detectors[w.det as usize];
             let occ_ppm = if sum.occ_s > 0 { sum.occ_ppm_s / sum.occ_s } else { -1 };
             let stopped = occ_ppm >= occ_stopped_ppm && sum.count <= inc.max_count as i64;
             ((det.segment, w.start), LaneMinute { lane: det.lane, stopped, count: sum.count, occ_ppm })
@@ -417,8 +416,8 @@ fn incident_alerts<'s>(
     let (c, c2) = (city.clone(), city.clone());
     let spill_occ = inc.spillback_occ;
     let spilling = windows
-        .filter(move |w| w.win == Win::M1 && watched[c.detectors[w.det as usize].segment as usize])
-        .map(move |w| (c2.detectors[w.det as usize].segment, w.start))
+        .filter(move |w| w.win == Win::M1 && watched[c.detector_segment(w.det) as usize])
+        .map(move |w| (c2.detector_segment(w.det), w.start))
         .count_total()
         .flat_map({
             let c = city.clone();

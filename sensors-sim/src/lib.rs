@@ -1,1 +1,32 @@
+//! # citybrain-sim — the sensor simulator
+//!
+//! Synthetic inputs for citybrain, deterministic for a seed:
+//!
+//! * [`city`] — generates a city model (CONTRACT §3): districts, grid cells with their
+//!   officers, a directed road network with per-lane loop detectors, and emergency stations.
+//! * [`feed`] — simulates the loop detectors of a city model over a run (daily profile with rush
+//!   hours, a fundamental-diagram traffic model, injected lane-blocking incidents) and encodes
+//!   every reading as a recording line with the processor's own payload type
+//!   ([`citybrain_dataflows::event::DetectorReading`]), so the two can never disagree.
+//! * [`recording`] — writes and reads recordings (CONTRACT §4: JSON Lines, gzip for `.gz`).
+//!
+//! Tests elsewhere use it without files:
+//!
+//! ```
+//! use citybrain_sim::{CityOptions, FeedOptions, detector_feed_geojson, generate_city};
+//! let city = generate_city(&CityOptions::default())?;
+//! let lines = detector_feed_geojson(&city, &FeedOptions { duration_min: 1, ..FeedOptions::default() })?;
+//! assert!(lines[0].starts_with(r#"{"topic":"city/traffic/detector/"#));
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+#![warn(missing_docs)]
 
+pub mod city;
+pub mod feed;
+pub mod recording;
+
+pub use city::{CityOptions, generate_city, geojson_text};
+pub use feed::{
+    Batch, FeedOptions, IncidentSpec, Simulator, detector_feed, detector_feed_geojson, parse_start,
+};
+pub use recording::{Recording, read_lines, write_lines};

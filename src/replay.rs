@@ -534,7 +534,12 @@ fn process_block(
         }
         stats.lines += 1;
         let mut reject = |topic: Option<&str>, reason: Reason, detail: String| {
-            *stats.rejected.entry(reason).or_default() += 1;
+            let seen = stats.rejected.entry(reason).or_default();
+            if *seen == 0 {
+                // Logged once per reason (per worker); every case is in the dead letters.
+                tracing::warn!(line = this, topic, reason = reason.as_str(), %detail, "rejected input (first of its kind)");
+            }
+            *seen += 1;
             let dl = DeadLetter { line: this, topic, reason: reason.as_str(), detail };
             dead.push((this, serde_json::to_string(&dl).unwrap_or_default()));
         };

@@ -5,6 +5,7 @@
 //! * [`config`] — the `citybrain.toml` file: dataflow settings plus what only the binary needs.
 //! * [`replay`] — `citybrain replay`: a recording through the city dataflow as fast as possible.
 //! * [`alerts`] — alert transitions and the alert objects of the contract.
+//! * [`sink`] — InfluxDB v2 (batched, retried, spooled).
 //!
 //! Where to look: a topic is decoded in `dataflows/src/event.rs`; indicators are computed in
 //! `dataflows/src/traffic.rs` (one module per domain); alerts are raised by the rule functions at
@@ -14,3 +15,4 @@
 pub mod alerts;
 pub mod config;
 pub mod replay;
+pub mod sink;

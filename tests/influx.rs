@@ -1,0 +1,269 @@
+//! The InfluxDB v2 sink against a real InfluxDB-v2-API server: VictoriaMetrics (Debian's
+//! `victoria-metrics`, installed by `scripts/test`), started here on a free loopback port.
+
+use citybrain::sink::influx::{InfluxConfig, InfluxSink};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const T0_NS: u64 = 1_767_225_600_000_000_000;
+
+/// A VictoriaMetrics server on a loopback port, stopped on drop.
+struct Vm {
+    child: Child,
+    port: u16,
+}
+
+impl Vm {
+    fn start(port: u16, extra: &[&str]) -> Vm {
+        let dir = scratch(&format!("vm-{port}"));
+        let child = Command::new("victoria-metrics")
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg(format!("-storageDataPath={}", dir.display()))
+            .arg("-retentionPeriod=100y") // test data is stamped 2026-01-01
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("victoria-metrics is not installed: ./scripts/test installs it (apt-get install victoria-metrics)");
+        let vm = Vm { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "victoria-metrics did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        vm
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Number of samples stored for `metric`, waiting up to 30 s for it to reach `want`.
+    async fn samples(&self, metric: &str, want: usize) -> usize {
+        let url = format!("{}/api/v1/export?match[]={metric}", self.url());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+            let n: usize = text
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["values"].as_array().unwrap().len()
+                })
+                .sum();
+            if n >= want || Instant::now() > deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("citybrain-influx-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `n` detector points as line protocol, in chunks of `per_chunk` lines.
+fn chunks(n: usize, per_chunk: usize) -> Vec<String> {
+    (0..n)
+        .collect::<Vec<_>>()
+        .chunks(per_chunk)
+        .map(|c| {
+            c.iter()
+                .map(|i| {
+                    format!(
+                        "traffic_detector,sensor=d{},segment=s{},window=1m count={}i,flow_vph={}.5 {}\n",
+                        i % 500,
+                        i % 50,
+                        i,
+                        i,
+                        T0_NS + (i / 500) as u64 * 60_000_000_000
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn config(url: String, dir: &std::path::Path) -> InfluxConfig {
+    InfluxConfig {
+        url,
+        batch_lines: 1000,
+        flush_ms: 100,
+        timeout_s: 2,
+        max_backoff_s: 1,
+        spool_dir: Some(dir.join("spool")),
+        ..InfluxConfig::default()
+    }
+}
+
+type Rejections = Arc<Mutex<Vec<(usize, String)>>>;
+
+fn recorder() -> (Rejections, citybrain::sink::influx::RejectHook) {
+    let seen: Rejections = Arc::default();
+    let hook = seen.clone();
+    (
+        seen,
+        Box::new(move |batch: &str, reason: &str| {
+            hook.lock().unwrap().push((batch.lines().count(), reason.to_string()))
+        }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_reach_the_server() {
+    let vm = Vm::start(free_port(), &[]);
+    let dir = scratch("ok");
+    let (rejected, hook) = recorder();
+    let sink = InfluxSink::start(config(vm.url(), &dir), &dir, hook).unwrap();
+    for chunk in chunks(12_000, 700) {
+        sink.write(chunk).await.unwrap();
+    }
+    let metrics = sink.metrics();
+    sink.shutdown(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(metrics.lines_written.load(std::sync::atomic::Ordering::Relaxed), 12_000);
+    assert!(rejected.lock().unwrap().is_empty());
+    // VictoriaMetrics stores field f of measurement m as metric m_f.
+    assert_eq!(vm.samples("traffic_detector_count", 12_000).await, 12_000);
+    assert_eq!(vm.samples("traffic_detector_flow_vph", 12_000).await, 12_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_spooled_and_drained_without_loss() {
+    let port = free_port();
+    let dir = scratch("outage");
+    let (rejected, hook) = recorder();
+    // Nothing listens yet: every batch fails and goes to the spool.
+    let sink = InfluxSink::start(config(format!("http://127.0.0.1:{port}"), &dir), &dir, hook).unwrap();
+    let metrics = sink.metrics();
+    for chunk in chunks(5_000, 500) {
+        sink.write(chunk).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metrics.spool_batches.load(std::sync::atomic::Ordering::Relaxed) < 5 {
+        assert!(Instant::now() < deadline, "batches were not spooled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(std::fs::read_dir(dir.join("spool")).unwrap().count() >= 5, "the spool is on disk");
+    assert_eq!(metrics.lines_written.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+    // The server comes up: the spool drains in order and nothing is lost.
+    let vm = Vm::start(port, &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metrics.spool_batches.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        assert!(Instant::now() < deadline, "the spool did not drain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sink.shutdown(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(metrics.lines_written.load(std::sync::atomic::Ordering::Relaxed), 5_000);
+    assert!(metrics.write_failures.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(rejected.lock().unwrap().is_empty());
+    assert_eq!(std::fs::read_dir(dir.join("spool")).unwrap().count(), 0);
+    assert_eq!(vm.samples("traffic_detector_count", 5_000).await, 5_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_keeps_the_data_and_the_spool_survives_a_restart() {
+    // The server demands other credentials (401): configuration, not data — nothing is dropped.
+    let port = free_port();
+    let vm = Vm::start(port, &["-httpAuth.username=ops", "-httpAuth.password=secret"]);
+    let dir = scratch("auth");
+    let (rejected, hook) = recorder();
+    let cfg = InfluxConfig { token: "wrong".into(), ..config(vm.url(), &dir) };
+    let sink = InfluxSink::start(cfg, &dir, hook).unwrap();
+    let metrics = sink.metrics();
+    for chunk in chunks(2_000, 1_000) {
+        sink.write(chunk).await.unwrap();
+    }
+    sink.shutdown(Duration::from_secs(2)).await.unwrap();
+    assert_eq!(metrics.lines_written.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert!(rejected.lock().unwrap().is_empty(), "a 401 must not dead-letter data");
+    assert_eq!(metrics.spool_batches.load(std::sync::atomic::Ordering::Relaxed), 2);
+    drop(vm);
+
+    // Restarted against a server that accepts it, the sink drains the old spool first.
+    let vm = Vm::start(free_port(), &[]);
+    let (_, hook) = recorder();
+    let sink = InfluxSink::start(config(vm.url(), &dir), &dir, hook).unwrap();
+    let metrics = sink.metrics();
+    sink.shutdown(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(metrics.lines_written.load(std::sync::atomic::Ordering::Relaxed), 2_000);
+    assert_eq!(vm.samples("traffic_detector_count", 2_000).await, 2_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_data_is_dead_lettered_with_the_servers_reason() {
+    // VictoriaMetrics skips bad lines with 204, so this one failure mode is played by a minimal
+    // HTTP responder that answers the way InfluxDB 2 does to unparsable line protocol.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1 << 16];
+                let mut got = Vec::new();
+                // Read the request head and its body (Content-Length).
+                loop {
+                    let n = conn.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got);
+                    if let Some(head_end) = text.find("\r\n\r\n") {
+                        let len = text[..head_end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if got.len() >= head_end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let body = r#"{"code":"invalid","message":"unable to parse 'x': missing fields"}"#;
+                let resp = format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    let dir = scratch("bad");
+    let (rejected, hook) = recorder();
+    let sink = InfluxSink::start(config(format!("http://127.0.0.1:{port}"), &dir), &dir, hook).unwrap();
+    let metrics = sink.metrics();
+    for chunk in chunks(1_500, 1_500) {
+        sink.write(chunk).await.unwrap();
+    }
+    sink.shutdown(Duration::from_secs(10)).await.unwrap();
+    let rejected = rejected.lock().unwrap().clone();
+    assert_eq!(rejected.iter().map(|(n, _)| n).sum::<usize>(), 1_500);
+    assert!(rejected[0].1.contains("400") && rejected[0].1.contains("missing fields"), "{rejected:?}");
+    assert_eq!(metrics.lines_rejected.load(std::sync::atomic::Ordering::Relaxed), 1_500);
+    assert_eq!(
+        metrics.spool_batches.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "refused data is not retried"
+    );
+}

@@ -4,6 +4,8 @@
 //!
 //! * [`config`] — the `citybrain.toml` file: dataflow settings plus what only the binary needs.
 //! * [`replay`] — `citybrain replay`: a recording through the city dataflow as fast as possible.
+//! * [`runtime`] — the per-worker round loop every driver shares.
+//! * [`live`] — the live driver: messages in, rounds on a wall-clock tick, idle clock.
 //! * [`alerts`] — alert transitions and the alert objects of the contract.
 //! * [`sink`] — InfluxDB v2 (batched, retried, spooled).
 //!
@@ -14,5 +16,7 @@
 
 pub mod alerts;
 pub mod config;
+pub mod live;
 pub mod replay;
+pub mod runtime;
 pub mod sink;

@@ -22,9 +22,9 @@
 
 use crate::alerts::{AlertBook, AlertState};
 use crate::config::Settings;
+use crate::runtime::{RoundControl, SharedClock, WorkerRounds};
 use anyhow::{Context, Result};
 use citybrain_dataflows::event::{Decoder, Reason, TopicKind};
-use citybrain_dataflows::ingest::Ingest;
 use citybrain_dataflows::pipeline::{self, Out};
 use citybrain_dataflows::pseudonym::Pseudonymizer;
 use citybrain_dataflows::time::{Ms, window_end};
@@ -37,7 +37,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Bytes per input block (cut at the next line end).
@@ -415,75 +415,47 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
         })
     });
 
-    // The round barrier, the largest event time seen by any worker, and the last time to write.
-    let shared = Arc::new((Barrier::new(workers), AtomicU64::new(0)));
+    // The clock the workers agree on each round, and the last event time to write.
+    let clock = SharedClock::new(workers, cfg.time.lateness_ms());
     let cutoff = Arc::new(AtomicU64::new(u64::MAX));
     let decoder =
         Decoder::new(settings.topic_prefix.clone(), Pseudonymizer::new(settings.pseudonym_key.clone()));
-    let lateness = cfg.time.lateness_ms();
     let to_writer = Mutex::new(to_writer);
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index();
         let rx = receivers.lock().ok().and_then(|mut r| r[index].take());
         let tx = to_writer.lock().map(|t| t.clone()).ok();
-        let (barrier, max_ts) = (&shared.0, &shared.1);
-        let (city, cfg) = (city.clone(), cfg.clone());
         let mut stats = WorkerStats::default();
-
-        let deliver_tx = tx.clone();
-        let (mut inputs, probe) = worker.dataflow::<Ms, _, _>(|scope| {
-            let (inputs, out) = pipeline::build(scope, city.clone(), cfg.clone());
-            let (probe, out) = out.probe();
-            let cutoff = cutoff.clone();
-            pipeline::deliver(out, move |t, records| {
-                if t <= cutoff.load(Ordering::Acquire)
+        let (deliver_tx, deliver_cutoff) = (tx.clone(), cutoff.clone());
+        let mut rounds =
+            WorkerRounds::new(worker, city.clone(), cfg.clone(), clock.clone(), move |t, records| {
+                if t <= deliver_cutoff.load(Ordering::Acquire)
                     && let Some(tx) = deliver_tx.as_ref()
                 {
                     let _ = tx.send(ToWriter::Batch(t, records));
                 }
             });
-            (inputs, probe)
-        });
-
-        let mut ingest = Ingest::new(city.clone(), &cfg);
-        let mut now: Ms = 0;
         let mut dead: Vec<(u64, String)> = Vec::new();
-        let mut local_max: Ms = 0;
         let mut round = 0u64;
         while let Some(blocks) = rx.as_ref().and_then(|rx| rx.recv().ok()) {
             for block in &blocks {
-                process_block(block, &decoder, &mut ingest, &mut stats, &mut dead, &mut local_max);
+                process_block(block, &decoder, &mut rounds, &mut stats, &mut dead);
             }
             if let Some(tx) = tx.as_ref() {
                 let _ = tx.send(ToWriter::DeadLetters(round, std::mem::take(&mut dead)));
             }
             round += 1;
-            // Agree on the city-wide clock.
-            max_ts.fetch_max(local_max, Ordering::AcqRel);
-            barrier.wait();
-            let global = max_ts.load(Ordering::Acquire);
-            barrier.wait();
-            let previous = now;
-            if global > 0 {
-                now = now.max(global.saturating_sub(lateness));
-            }
-            ingest.flush(&mut inputs, now);
-            stats.max_live_windows = stats.max_live_windows.max(ingest.live_windows() as u64);
-            inputs.advance_to(now);
-            inputs.flush();
-            worker.step_or_park_while(None, || probe.less_than(&previous));
+            rounds.end_round(worker, RoundControl::default());
+            stats.max_live_windows = stats.max_live_windows.max(rounds.ingest.live_windows() as u64);
         }
         // End of input: close every window and fire every timer due by the end of the last
         // 5-minute window holding data; write nothing later.
-        let global = max_ts.load(Ordering::Acquire);
-        let end = if global > 0 { window_end(global, Win::M5.ms()).max(now) } else { now };
+        let global = clock.max_ts();
+        let end = if global > 0 { window_end(global, Win::M5.ms()).max(rounds.now()) } else { rounds.now() };
         cutoff.store(end, Ordering::Release);
-        ingest.flush(&mut inputs, end + 1);
-        inputs.advance_to(end + 1);
-        inputs.flush();
-        worker.step_or_park_while(None, || probe.less_than(&(end + 1)));
-        drop(inputs);
+        rounds.finish(worker, end);
+        drop(rounds);
         (stats, (global > 0).then_some(end))
     })
     .map_err(|e| anyhow::anyhow!("cannot start workers: {e}"))?;
@@ -523,10 +495,9 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
 fn process_block(
     block: &Block,
     decoder: &Decoder,
-    ingest: &mut Ingest,
+    rounds: &mut WorkerRounds,
     stats: &mut WorkerStats,
     dead: &mut Vec<(u64, String)>,
-    local_max: &mut Ms,
 ) {
     for (this, line) in (block.first_line..).zip(block.data.split(|&b| b == b'\n')) {
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -549,8 +520,8 @@ fn process_block(
         };
         decoder.decode_line(line, |topic, res| {
             let res = res.and_then(|ev| {
-                *local_max = (*local_max).max(ev.ts().0);
-                ingest.offer(&ev).map(|()| ev.kind())
+                rounds.saw(ev.ts().0);
+                rounds.ingest.offer(&ev).map(|()| ev.kind())
             });
             match res {
                 Ok(kind) => stats.accepted[kind as usize] += 1,

@@ -6,6 +6,7 @@
 //! * [`replay`] — `citybrain replay`: a recording through the city dataflow as fast as possible.
 //! * [`runtime`] — the per-worker round loop every driver shares.
 //! * [`live`] — the live driver: messages in, rounds on a wall-clock tick, idle clock.
+//! * [`mqtt`] — MQTT ingestion (rumqttc) into the live driver.
 //! * [`alerts`] — alert transitions and the alert objects of the contract.
 //! * [`sink`] — InfluxDB v2 (batched, retried, spooled).
 //!
@@ -17,6 +18,7 @@
 pub mod alerts;
 pub mod config;
 pub mod live;
+pub mod mqtt;
 pub mod replay;
 pub mod runtime;
 pub mod sink;

@@ -83,6 +83,15 @@ pub struct LiveMetrics {
     pub max_ts: AtomicU64,
 }
 
+/// Why [`LiveSender::try_send`] did not take a message.
+#[derive(Debug)]
+pub enum Refused {
+    /// The worker's queue is full: try again later (the message is handed back).
+    Full(Message),
+    /// The live dataflow has stopped.
+    Stopped,
+}
+
 /// Sends messages into the live driver; cheap to clone.
 #[derive(Clone)]
 pub struct LiveSender {
@@ -101,11 +110,12 @@ impl LiveSender {
         self.queue_of(&msg.topic).send(msg).map_err(|_| anyhow::anyhow!("the live dataflow has stopped"))
     }
 
-    /// Sends without waiting; gives the message back if the queue is full.
-    pub fn try_send(&self, msg: Message) -> Result<(), Message> {
+    /// Sends without waiting: the message comes back if its queue is full.
+    pub fn try_send(&self, msg: Message) -> Result<(), Refused> {
         match self.queue_of(&msg.topic).try_send(msg) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(m) | TrySendError::Disconnected(m)) => Err(m),
+            Err(TrySendError::Full(m)) => Err(Refused::Full(m)),
+            Err(TrySendError::Disconnected(_)) => Err(Refused::Stopped),
         }
     }
 }

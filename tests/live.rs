@@ -189,3 +189,177 @@ fn shutdown_loses_nothing_queued_and_bad_input_is_rejected() {
         .count();
     assert_eq!(one_minute, city.detectors.len() * 3);
 }
+
+/// A mosquitto broker on a loopback port (Debian's package, installed by `scripts/test`).
+struct Mosquitto {
+    child: std::process::Child,
+    port: u16,
+    conf: std::path::PathBuf,
+}
+
+impl Mosquitto {
+    fn start(port: u16) -> Mosquitto {
+        let dir = std::env::temp_dir().join(format!("citybrain-mosquitto-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("mosquitto.conf");
+        // Never drop queued QoS 1 messages for a slow subscriber (STACK-NOTES).
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 100\npersistence false\n"),
+        )
+        .unwrap();
+        Self::spawn(port, conf)
+    }
+
+    fn spawn(port: u16, conf: std::path::PathBuf) -> Mosquitto {
+        let child = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto is not installed: ./scripts/test installs it (apt-get install mosquitto)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mosquitto { child, port, conf }
+    }
+
+    fn restart(mut self) -> Mosquitto {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (port, conf) = (self.port, self.conf.clone());
+        std::mem::forget(self);
+        Self::spawn(port, conf)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A QoS 1 publisher whose event loop runs (and reconnects) in the background.
+fn publisher(
+    port: u16,
+    rt: &tokio::runtime::Runtime,
+) -> (rumqttc::AsyncClient, Arc<std::sync::atomic::AtomicU64>) {
+    let mut opts = rumqttc::MqttOptions::new(format!("test-pub-{port}"), "127.0.0.1", port);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 10_000);
+    let connects = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c = connects.clone();
+    rt.spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    (client, connects)
+}
+
+fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn mqtt_through_a_broker_restart_loses_nothing_and_matches_replay() {
+    use citybrain::mqtt::{MqttConfig, MqttIngest};
+    use std::sync::atomic::Ordering::SeqCst;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let broker = Mosquitto::start(free_port());
+    let port = broker.port;
+    let (geojson, city, lines, _) = scenario(10);
+    let (live, delivered, rejected) = start(&city, 1.0);
+    let cfg = MqttConfig { port, client_id: format!("citybrain-test-{port}"), ..MqttConfig::default() };
+    let ingest = rt.block_on(async { MqttIngest::start(&cfg, "city/", live.sender()) }).unwrap();
+    let im = ingest.metrics();
+    wait_until("the subscription", 10, || im.subscriptions.load(SeqCst) >= 1);
+    std::thread::sleep(Duration::from_millis(200)); // the SubAck
+
+    let (pub_client, pub_connects) = publisher(port, &rt);
+    wait_until("the publisher", 10, || pub_connects.load(SeqCst) >= 1);
+    let msgs = messages(&lines);
+    let (first, second) = msgs.split_at(msgs.len() / 2);
+    let publish = |batch: &[Message]| {
+        rt.block_on(async {
+            for m in batch {
+                pub_client
+                    .publish(m.topic.clone(), rumqttc::QoS::AtLeastOnce, false, m.payload.clone())
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    publish(first);
+    let lm = live.metrics();
+    wait_until("the first half", 30, || lm.accepted.load(SeqCst) == first.len() as u64);
+
+    // The broker restarts (and forgets every session): both clients reconnect, the ingest
+    // subscribes again, and the second half flows.
+    let broker = broker.restart();
+    wait_until("re-subscription after the restart", 30, || im.subscriptions.load(SeqCst) >= 2);
+    wait_until("the publisher's reconnect", 30, || pub_connects.load(SeqCst) >= 2);
+    std::thread::sleep(Duration::from_millis(300));
+    publish(second);
+    // A malformed payload is rejected and the rest keeps flowing.
+    rt.block_on(pub_client.publish(
+        "city/traffic/detector/x",
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        b"{oops".to_vec(),
+    ))
+    .unwrap();
+    wait_until("everything", 30, || {
+        lm.accepted.load(SeqCst) == msgs.len() as u64 && lm.rejected.load(SeqCst) == 1
+    });
+    assert!(im.errors.load(SeqCst) >= 1, "the restart was seen as a connection error");
+
+    rt.block_on(ingest.shutdown());
+    live.shutdown().unwrap();
+    drop(broker);
+    assert_eq!(rejected.lock().unwrap().len(), 1);
+
+    // Same values as `replay` over the same recording.
+    let mut live_lp = String::new();
+    for (_, recs) in delivered.lock().unwrap().iter() {
+        for (o, d) in recs {
+            if *d > 0 && !matches!(o, Out::Alert(_)) {
+                lp::encode(o, &city, &Config::default(), &mut live_lp);
+            }
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("citybrain-mqtt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("city.geojson"), &geojson).unwrap();
+    std::fs::write(dir.join("feed.jsonl"), lines.join("\n")).unwrap();
+    let ropts = ReplayOptions {
+        city: dir.join("city.geojson"),
+        input: dir.join("feed.jsonl"),
+        out_lp: dir.join("out.lp"),
+        alerts_out: None,
+        dead_letter_out: None,
+        workers: 1,
+        progress: false,
+        block_bytes: citybrain::replay::BLOCK_BYTES,
+    };
+    replay(&ropts, &Settings::load(None).unwrap()).unwrap();
+    assert_eq!(final_windows(&live_lp), final_windows(&std::fs::read_to_string(dir.join("out.lp")).unwrap()));
+}

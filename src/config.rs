@@ -6,10 +6,12 @@
 //! empty file is a valid configuration. Secrets can come from the environment instead of the
 //! file (`CITYBRAIN_PSEUDONYM_KEY`).
 
+use crate::mqtt::MqttConfig;
+use crate::sink::influx::InfluxConfig;
 use anyhow::{Context, Result, bail};
 use citybrain_dataflows::config::{TimeConfig, TrafficConfig};
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The environment variable that overrides `privacy.pseudonym_key`.
 pub const PSEUDONYM_KEY_ENV: &str = "CITYBRAIN_PSEUDONYM_KEY";
@@ -19,9 +21,48 @@ pub const PSEUDONYM_KEY_ENV: &str = "CITYBRAIN_PSEUDONYM_KEY";
 #[serde(default, deny_unknown_fields)]
 struct FileConfig {
     topic_prefix: Option<String>,
+    city: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
     privacy: PrivacyConfig,
     time: TimeConfig,
     traffic: TrafficConfig,
+    mqtt: MqttConfig,
+    influxdb: Option<InfluxConfig>,
+    http: HttpConfig,
+    live: LiveConfig,
+}
+
+/// `[http]`: the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address. Default `127.0.0.1:8080` (loopback: authentication arrives with the alerts issue).
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "127.0.0.1:8080".into() }
+    }
+}
+
+/// `[live]`: the live driver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveConfig {
+    /// Dataflow worker threads. Default: the number of cores (at most 8).
+    pub workers: usize,
+    /// Wall-clock length of a round, ms. Default 250.
+    pub tick_ms: u64,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8),
+            tick_ms: 250,
+        }
+    }
 }
 
 /// `[privacy]`: pseudonymization of personal identifiers.
@@ -43,6 +84,18 @@ pub struct Settings {
     pub pseudonym_key: Vec<u8>,
     /// Whether the key was generated for this run (pseudonyms then do not match across runs).
     pub ephemeral_key: bool,
+    /// The city model file (`city`), required by `run`.
+    pub city: Option<PathBuf>,
+    /// Where line protocol, dead letters, alerts and spools go (`data_dir`). Default `data`.
+    pub data_dir: PathBuf,
+    /// `[mqtt]`.
+    pub mqtt: MqttConfig,
+    /// `[influxdb]`, when present.
+    pub influxdb: Option<InfluxConfig>,
+    /// `[http]`.
+    pub http: HttpConfig,
+    /// `[live]`.
+    pub live: LiveConfig,
 }
 
 impl Settings {
@@ -77,7 +130,28 @@ impl Settings {
         if !topic_prefix.ends_with('/') {
             topic_prefix.push('/');
         }
-        Ok(Settings { dataflow, topic_prefix, pseudonym_key, ephemeral_key })
+        let mut influxdb = file.influxdb;
+        if let (Some(influx), Ok(token)) = (influxdb.as_mut(), std::env::var("CITYBRAIN_INFLUX_TOKEN")) {
+            influx.token = token;
+        }
+        if let Some(influx) = &influxdb {
+            crate::sink::influx::check_url(&influx.url)?;
+        }
+        if file.live.tick_ms == 0 || file.live.workers == 0 {
+            bail!("config keys `live.tick_ms` and `live.workers` must be at least 1");
+        }
+        Ok(Settings {
+            dataflow,
+            topic_prefix,
+            pseudonym_key,
+            ephemeral_key,
+            city: file.city,
+            data_dir: file.data_dir.unwrap_or_else(|| PathBuf::from("data")),
+            mqtt: file.mqtt,
+            influxdb,
+            http: file.http,
+            live: file.live,
+        })
     }
 }
 

@@ -9,6 +9,10 @@
 //! * [`mqtt`] — MQTT ingestion (rumqttc) into the live driver.
 //! * [`alerts`] — alert transitions and the alert objects of the contract.
 //! * [`sink`] — InfluxDB v2 (batched, retried, spooled).
+//! * [`deadletter`] — the bounded, rotated dead-letter store (personal ids pseudonymized).
+//! * [`api`] — the HTTP and websocket API (axum).
+//! * [`service`] — `run` and `demo`: the parts assembled; [`broker`] and [`demo`] — the demo's
+//!   embedded MQTT broker and simulator.
 //!
 //! Where to look: a topic is decoded in `dataflows/src/event.rs`; indicators are computed in
 //! `dataflows/src/traffic.rs` (one module per domain); alerts are raised by the rule functions at
@@ -16,9 +20,14 @@
 #![warn(missing_docs)]
 
 pub mod alerts;
+pub mod api;
+pub mod broker;
 pub mod config;
+pub mod deadletter;
+pub mod demo;
 pub mod live;
 pub mod mqtt;
 pub mod replay;
 pub mod runtime;
+pub mod service;
 pub mod sink;

@@ -21,6 +21,41 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Everything in one command, no outside services: an embedded MQTT broker, the simulator
+    /// publishing a generated city's detectors, the processor and the API.
+    ///
+    /// Line protocol goes to DATA_DIR/lp/*.lp, alert transitions to DATA_DIR/alerts/, rejected
+    /// input to DATA_DIR/dead-letters/. Ctrl-C or the end of --duration shuts everything down
+    /// cleanly: open windows are closed and every file is flushed.
+    Demo {
+        /// Address of the HTTP API.
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        http: String,
+        /// Port of the embedded MQTT broker (127.0.0.1).
+        #[arg(long, default_value_t = 1883, value_name = "PORT")]
+        mqtt_port: u16,
+        /// Where the city, line protocol, alerts and dead letters go.
+        #[arg(long, default_value = "data/demo", value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Stop after this many wall-clock seconds (flushing); default: run until Ctrl-C.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
+        /// Simulated seconds per wall-clock second.
+        #[arg(long, default_value_t = 60.0, value_name = "X")]
+        speed: f64,
+    },
+    /// Production: an outside MQTT broker, InfluxDB, the API — all from the config file.
+    ///
+    /// The config names the city model (`city = "…"`), `data_dir`, `[mqtt]`, `[influxdb]`
+    /// (optional), `[http]`, `[live]` and the dataflow settings; see README.md.
+    Run {
+        /// Configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Stop after this many wall-clock seconds (flushing); default: run until Ctrl-C.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
+    },
     /// Process a recording offline through the same dataflows as the live service.
     ///
     /// Reads JSON Lines (`{"topic": …, "payload": …}` per line, optionally gzip), uses event time
@@ -68,7 +103,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -81,8 +116,61 @@ fn main() -> ExitCode {
     }
 }
 
+fn serve(opts: citybrain::service::ServiceOptions) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let report = runtime.block_on(citybrain::service::serve(opts))?;
+    eprintln!(
+        "citybrain: {} messages, {} accepted, {} dead-lettered; {} points written; {} alert transitions",
+        report.messages, report.accepted, report.rejected, report.points, report.alert_transitions
+    );
+    Ok(())
+}
+
+fn seconds(d: Option<f64>) -> Result<Option<std::time::Duration>> {
+    d.map(|s| {
+        std::time::Duration::try_from_secs_f64(s)
+            .map_err(|_| anyhow::anyhow!("--duration must be a positive number of seconds"))
+    })
+    .transpose()
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Demo { http, mqtt_port, data_dir, duration, speed } => {
+            if !(speed > 0.0 && speed.is_finite()) {
+                anyhow::bail!("--speed must be a positive number");
+            }
+            let mut settings = Settings::load(None)?;
+            settings.data_dir = data_dir.clone();
+            settings.http.listen = http;
+            settings.mqtt.port = mqtt_port;
+            settings.mqtt.client_id = "citybrain-demo".into();
+            let city_path = citybrain::demo::write_city(&data_dir)?;
+            eprintln!("citybrain demo: city model in {}", city_path.display());
+            serve(citybrain::service::ServiceOptions {
+                settings,
+                city_path,
+                duration: seconds(duration)?,
+                demo: Some(citybrain::service::DemoOptions { speed }),
+            })
+        }
+        Command::Run { config, duration } => {
+            let settings = Settings::load(Some(&config))?;
+            if settings.ephemeral_key {
+                tracing::warn!(
+                    "no pseudonym key configured (`privacy.pseudonym_key` or CITYBRAIN_PSEUDONYM_KEY): using a random key"
+                );
+            }
+            let city_path = settings.city.clone().ok_or_else(|| {
+                anyhow::anyhow!("config {}: key `city` (the city model file) is required", config.display())
+            })?;
+            serve(citybrain::service::ServiceOptions {
+                settings,
+                city_path,
+                duration: seconds(duration)?,
+                demo: None,
+            })
+        }
         Command::Replay {
             city,
             input,

@@ -2,81 +2,13 @@
 //! `victoria-metrics`, installed by `scripts/test`), started here on a free loopback port.
 
 use citybrain::sink::influx::{InfluxConfig, InfluxSink};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{Vm, free_port, scratch};
+
 const T0_NS: u64 = 1_767_225_600_000_000_000;
-
-/// A VictoriaMetrics server on a loopback port, stopped on drop.
-struct Vm {
-    child: Child,
-    port: u16,
-}
-
-impl Vm {
-    fn start(port: u16, extra: &[&str]) -> Vm {
-        let dir = scratch(&format!("vm-{port}"));
-        let child = Command::new("victoria-metrics")
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg(format!("-storageDataPath={}", dir.display()))
-            .arg("-retentionPeriod=100y") // test data is stamped 2026-01-01
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("victoria-metrics is not installed: ./scripts/test installs it (apt-get install victoria-metrics)");
-        let vm = Vm { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "victoria-metrics did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        vm
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Number of samples stored for `metric`, waiting up to 30 s for it to reach `want`.
-    async fn samples(&self, metric: &str, want: usize) -> usize {
-        let url = format!("{}/api/v1/export?match[]={metric}", self.url());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-            let n: usize = text
-                .lines()
-                .map(|l| {
-                    serde_json::from_str::<serde_json::Value>(l).unwrap()["values"].as_array().unwrap().len()
-                })
-                .sum();
-            if n >= want || Instant::now() > deadline {
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("citybrain-influx-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// `n` detector points as line protocol, in chunks of `per_chunk` lines.
 fn chunks(n: usize, per_chunk: usize) -> Vec<String> {

@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{Mosquitto, free_port};
+
 type Delivered = Arc<Mutex<Vec<(Ms, Vec<(Out, isize)>)>>>;
 
 fn start(city: &Arc<CityModel>, speed: f64) -> (Live, Delivered, Arc<Mutex<Vec<String>>>) {
@@ -190,63 +193,6 @@ fn shutdown_loses_nothing_queued_and_bad_input_is_rejected() {
     assert_eq!(one_minute, city.detectors.len() * 3);
 }
 
-/// A mosquitto broker on a loopback port (Debian's package, installed by `scripts/test`).
-struct Mosquitto {
-    child: std::process::Child,
-    port: u16,
-    conf: std::path::PathBuf,
-}
-
-impl Mosquitto {
-    fn start(port: u16) -> Mosquitto {
-        let dir = std::env::temp_dir().join(format!("citybrain-mosquitto-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("mosquitto.conf");
-        // Never drop queued QoS 1 messages for a slow subscriber (STACK-NOTES).
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 100\npersistence false\n"),
-        )
-        .unwrap();
-        Self::spawn(port, conf)
-    }
-
-    fn spawn(port: u16, conf: std::path::PathBuf) -> Mosquitto {
-        let child = std::process::Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("mosquitto is not installed: ./scripts/test installs it (apt-get install mosquitto)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Mosquitto { child, port, conf }
-    }
-
-    fn restart(mut self) -> Mosquitto {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let (port, conf) = (self.port, self.conf.clone());
-        std::mem::forget(self);
-        Self::spawn(port, conf)
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A QoS 1 publisher whose event loop runs (and reconnects) in the background.
 fn publisher(
     port: u16,
@@ -362,4 +308,144 @@ fn mqtt_through_a_broker_restart_loses_nothing_and_matches_replay() {
     };
     replay(&ropts, &Settings::load(None).unwrap()).unwrap();
     assert_eq!(final_windows(&live_lp), final_windows(&std::fs::read_to_string(dir.join("out.lp")).unwrap()));
+}
+
+/// GETs a JSON document from the service.
+async fn get_json(port: u16, path: &str) -> serde_json::Value {
+    reqwest::get(format!("http://127.0.0.1:{port}{path}")).await.unwrap().json().await.unwrap()
+}
+
+async fn wait_ready(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the service did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn demo_serves_indicators_and_alerts_and_exits_cleanly() {
+    use futures_util::StreamExt;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = common::scratch("demo");
+    let (mqtt, http) = (free_port(), free_port());
+    // 120 simulated seconds per second: the blocked lane (minute 10) is raised 5 s later.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_citybrain"))
+        .args(["demo", "--duration", "16", "--speed", "120", "--mqtt-port", &mqtt.to_string()])
+        .args(["--http", &format!("127.0.0.1:{http}")])
+        .arg("--data-dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    rt.block_on(async {
+        wait_ready(http).await;
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{http}/ws/alerts")).await.unwrap();
+        let first: serde_json::Value =
+            serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+        assert_eq!(first["type"], "snapshot");
+        // Wait for the incident to be raised and pushed over the websocket.
+        let deadline = Instant::now() + Duration::from_secs(14);
+        let mut incident = None;
+        while incident.is_none() && Instant::now() < deadline {
+            let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(1), ws.next()).await else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+            if v["type"] == "transition" && v["alert"]["rule"] == "traffic.incident" {
+                incident = Some(v["alert"].clone());
+            }
+        }
+        let incident = incident.expect("no traffic.incident transition on /ws/alerts");
+        assert_eq!(incident["state"], "raised");
+        let active = get_json(http, "/api/alerts?state=active&domain=traffic").await;
+        assert!(active.as_array().unwrap().iter().any(|a| a["id"] == incident["id"]));
+        let districts = get_json(http, "/api/traffic/districts").await;
+        assert_eq!(districts.as_array().unwrap().len(), 9, "{districts}");
+        assert!(districts[0]["tpi"].is_number() && districts[0]["level"].is_number());
+        let segments = get_json(http, "/api/traffic/segments").await;
+        assert_eq!(segments.as_array().unwrap().len(), 120);
+        let city = get_json(http, "/api/city").await;
+        assert_eq!(city["type"], "FeatureCollection");
+        let metrics =
+            reqwest::get(format!("http://127.0.0.1:{http}/metrics")).await.unwrap().text().await.unwrap();
+        assert!(
+            metrics.contains("citybrain_mqtt_messages_total") && metrics.contains("citybrain_watermark_ms")
+        );
+    });
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("shutting down") && stderr.contains("0 dead-lettered"), "{stderr}");
+    let lp = std::fs::read_to_string(dir.join("lp/citybrain-000001.lp")).unwrap();
+    assert!(lp.lines().filter(|l| l.starts_with("traffic_district,")).count() >= 9);
+    let alerts = std::fs::read_to_string(dir.join("alerts/alerts-000001.jsonl")).unwrap();
+    assert!(alerts.contains("\"rule\":\"traffic.incident\""));
+}
+
+#[test]
+fn run_with_mosquitto_and_victoria_metrics() {
+    use citybrain_sim::publish::{MqttTarget, Pace, publish_lines};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let broker = Mosquitto::start(free_port());
+    let vm = common::Vm::start(free_port(), &[]);
+    let dir = common::scratch("run");
+    let (geojson, _city, lines, _) = scenario(20);
+    std::fs::write(dir.join("city.geojson"), &geojson).unwrap();
+    let http = free_port();
+    let config = format!(
+        "city = {city:?}\ndata_dir = {data:?}\n[privacy]\npseudonym_key = \"run-test-key-0123456789\"\n\
+         [mqtt]\nport = {mqtt}\nclient_id = \"citybrain-run-test\"\n\
+         [influxdb]\nurl = \"{url}\"\nbatch_lines = 2000\nflush_ms = 200\n\
+         [http]\nlisten = \"127.0.0.1:{http}\"\n[live]\ntick_ms = 100\n",
+        city = dir.join("city.geojson").display().to_string(),
+        data = dir.join("data").display().to_string(),
+        mqtt = broker.port,
+        url = vm.url(),
+    );
+    std::fs::write(dir.join("citybrain.toml"), config).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_citybrain"))
+        .args(["run", "--duration", "12", "--config"])
+        .arg(dir.join("citybrain.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    rt.block_on(async {
+        wait_ready(http).await;
+        tokio::time::sleep(Duration::from_millis(300)).await; // the SubAck
+        let target = MqttTarget { qos: 1, ..MqttTarget::new("127.0.0.1", broker.port) };
+        let report = publish_lines(&target, lines.clone(), Pace::AsFastAsPossible, None).await.unwrap();
+        assert_eq!(report.messages, lines.len() as u64);
+        let bad = vec![r#"{"topic":"city/traffic/detector/x","payload":{"sensor":"x"}}"#.to_string()];
+        publish_lines(&target, bad, Pace::AsFastAsPossible, None).await.unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("{} accepted, 1 dead-lettered", lines.len())), "{stderr}");
+
+    // Line protocol on disk, and the same points in the time-series server.
+    let lp = std::fs::read_to_string(dir.join("data/lp/citybrain-000001.lp")).unwrap();
+    let distinct: std::collections::BTreeSet<(String, String)> = lp
+        .lines()
+        .filter(|l| l.starts_with("traffic_segment,"))
+        .map(|l| {
+            let (series, rest) = l.split_once(' ').unwrap();
+            (series.to_string(), rest.rsplit_once(' ').unwrap().1.to_string())
+        })
+        .collect();
+    assert!(distinct.len() >= 120 * 4, "{} segment points", distinct.len());
+    let stored = rt.block_on(vm.samples("traffic_segment_count", distinct.len()));
+    assert!(stored >= distinct.len(), "VictoriaMetrics holds {stored} of {} segment points", distinct.len());
+    let dead = std::fs::read_dir(dir.join("data/dead-letters")).unwrap().next().unwrap().unwrap().path();
+    let dead = std::fs::read_to_string(dead).unwrap();
+    assert!(dead.contains("invalid_payload"), "{dead}");
 }

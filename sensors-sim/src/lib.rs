@@ -9,6 +9,8 @@
 //!   every reading as a recording line with the processor's own payload type
 //!   ([`citybrain_dataflows::event::DetectorReading`]), so the two can never disagree.
 //! * [`recording`] — writes and reads recordings (CONTRACT §4: JSON Lines, gzip for `.gz`).
+//! * [`publish`] — publishes recording lines to an MQTT broker, as fast as possible or paced by
+//!   event time, confirming every message (PubAck at QoS 1) before it disconnects.
 //!
 //! Tests elsewhere use it without files:
 //!
@@ -23,10 +25,14 @@
 
 pub mod city;
 pub mod feed;
+pub mod publish;
 pub mod recording;
 
 pub use city::{CityOptions, generate_city, geojson_text};
 pub use feed::{
     Batch, FeedOptions, IncidentSpec, Simulator, detector_feed, detector_feed_geojson, parse_start,
 };
-pub use recording::{Recording, read_lines, write_lines};
+pub use publish::{
+    MqttTarget, Pace, PublishProgress, PublishReport, parse_line, publish_lines, publish_lines_with_progress,
+};
+pub use recording::{Recording, open_lines, read_lines, write_lines};

@@ -1,5 +1,6 @@
 //! The `citybrain-sim` command line: `city` generates a city model, `run` simulates its loop
-//! detectors into a recording. Progress and summaries go to stderr.
+//! detectors into a recording and/or to an MQTT broker, `replay` publishes a recording to MQTT.
+//! Progress and summaries go to stderr.
 
 use anyhow::{Context, Result};
 use citybrain_dataflows::CityModel;
@@ -9,17 +10,24 @@ use citybrain_sim::feed::{
     DEFAULT_DURATION_MIN, DEFAULT_INTERVAL_S, DEFAULT_SEED, DEFAULT_START, DEFAULT_TOPIC_PREFIX,
 };
 use citybrain_sim::{
-    FeedOptions, IncidentSpec, Recording, Simulator, generate_city, geojson_text, parse_start,
+    FeedOptions, IncidentSpec, MqttTarget, Pace, PublishProgress, PublishReport, Recording, Simulator,
+    generate_city, geojson_text, open_lines, parse_start, publish_lines_with_progress,
 };
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use std::cell::RefCell;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 const DEFAULT_CITY: CityOptions = CityOptions::DEFAULT;
 
 const EXAMPLES: &str = "Examples:
   citybrain-sim city --out city.geojson
   citybrain-sim run --city city.geojson --out feed.jsonl.gz --duration-min 120 \\
-      --incident seg-h3e-2:1:10:20";
+      --incident seg-h3e-2:1:10:20
+  citybrain-sim run --city city.geojson --mqtt mqtt://127.0.0.1:1883 --speed 60
+  citybrain-sim replay --input feed.jsonl.gz --mqtt mqtt://127.0.0.1:1883 --fast";
 
 /// citybrain's sensor simulator: synthetic city models and detector recordings, deterministic
 /// for a seed.
@@ -38,13 +46,22 @@ enum Command {
     /// segments, loop detectors (one per lane, near each segment's downstream end) and fire, EMS
     /// and police stations. The same seed and options always give the same file.
     City(CityArgs),
-    /// Simulate the loop detectors of a city model into a recording
+    /// Simulate the loop detectors of a city model into a recording and/or to MQTT
     ///
     /// Every detector reports every interval. The recording is JSON Lines,
     /// `{"topic": "city/traffic/detector/{id}", "payload": {…}}` in arrival order (interval start
     /// plus a delivery delay under 2 s), gzip-compressed when the output ends in .gz. The same
-    /// seed, city and options always give a byte-identical file.
+    /// seed, city and options always give a byte-identical file. With --mqtt every payload is
+    /// published to its topic, in real time by default (--speed, --fast); with --out as well,
+    /// the recording holds exactly the lines published.
     Run(RunArgs),
+    /// Publish a recording to an MQTT broker
+    ///
+    /// Every line's payload (its JSON text as recorded) goes to the line's topic, in order, paced
+    /// by the payloads' event time (`ts`) at --speed (default 1, real time) or as fast as the
+    /// broker acknowledges (--fast). At QoS 1 every message is acknowledged before the
+    /// command ends. Ctrl-C stops publishing and waits for the outstanding acknowledgements.
+    Replay(ReplayArgs),
 }
 
 #[derive(Args)]
@@ -83,13 +100,19 @@ enum OnOff {
 }
 
 #[derive(Args)]
+#[command(group = ArgGroup::new("sink").required(true).multiple(true).args(["out", "mqtt"]))]
 struct RunArgs {
     /// The city model (GeoJSON, e.g. from `citybrain-sim city`).
     #[arg(long, value_name = "CITY.geojson")]
     city: PathBuf,
     /// Where to write the recording; gzip-compressed when it ends in .gz.
     #[arg(long, value_name = "FEED.jsonl[.gz]")]
-    out: PathBuf,
+    out: Option<PathBuf>,
+    /// Publish the readings to this MQTT broker (plain TCP).
+    #[arg(long, value_name = "mqtt://HOST:PORT")]
+    mqtt: Option<MqttTarget>,
+    #[command(flatten)]
+    publish: PublishArgs,
     /// Random seed: the same seed, city and options always give a byte-identical recording.
     #[arg(long, default_value_t = DEFAULT_SEED)]
     seed: u64,
@@ -114,6 +137,63 @@ struct RunArgs {
     /// Topic prefix, as configured in citybrain.
     #[arg(long, default_value = DEFAULT_TOPIC_PREFIX)]
     topic_prefix: String,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// The recording (JSON Lines, gzip when it ends in .gz).
+    #[arg(long, value_name = "FEED.jsonl[.gz]")]
+    input: PathBuf,
+    /// The MQTT broker (plain TCP).
+    #[arg(long, value_name = "mqtt://HOST:PORT")]
+    mqtt: MqttTarget,
+    #[command(flatten)]
+    publish: PublishArgs,
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    /// Simulated seconds per wall-clock second, paced by each payload's `ts` relative to the
+    /// first one [default: 1, real time].
+    #[arg(long, value_name = "X", value_parser = parse_speed, requires = "mqtt")]
+    speed: Option<f64>,
+    /// Publish as fast as the broker acknowledges.
+    #[arg(long, conflicts_with = "speed", requires = "mqtt")]
+    fast: bool,
+    /// MQTT QoS of every publish: 1 (at least once; every message acknowledged) or 0.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1), requires = "mqtt")]
+    qos: u8,
+    /// MQTT client id [default: citybrain-sim-{PID}-0].
+    #[arg(long, value_name = "ID", requires = "mqtt")]
+    client_id: Option<String>,
+}
+
+impl PublishArgs {
+    fn pace(&self) -> Pace {
+        if self.fast { Pace::AsFastAsPossible } else { Pace::Speed(self.speed.unwrap_or(1.0)) }
+    }
+
+    fn target(&self, mut target: MqttTarget) -> MqttTarget {
+        target.qos = self.qos;
+        if let Some(id) = &self.client_id {
+            target.client_id = id.clone();
+        }
+        target
+    }
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 1e-6 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
+}
+
+fn pace_text(pace: Pace) -> String {
+    match pace {
+        Pace::AsFastAsPossible => "as fast as possible".to_string(),
+        Pace::Speed(x) => format!("at speed {x}"),
+    }
 }
 
 fn city(a: CityArgs) -> Result<()> {
@@ -159,16 +239,26 @@ fn run(a: RunArgs) -> Result<()> {
     };
     let sim = Simulator::new(&model, &opts).context("invalid run options")?;
     let (start, total) = (sim.start_ms(), sim.interval_count());
+    let destination = match (&a.out, &a.mqtt) {
+        (Some(out), None) => out.display().to_string(),
+        (None, Some(mqtt)) => format!("{mqtt} {}", pace_text(a.publish.pace())),
+        (Some(out), Some(mqtt)) => format!("{} and {mqtt} {}", out.display(), pace_text(a.publish.pace())),
+        (None, None) => anyhow::bail!("--out or --mqtt is required"),
+    };
     eprintln!(
-        "citybrain-sim: {} detectors every {} s for {} min from {} → {}",
+        "citybrain-sim: {} detectors every {} s for {} min from {} → {destination}",
         model.detectors.len(),
         opts.interval_s,
         opts.duration_min,
         format_ms(start),
-        a.out.display()
     );
+    let out = match (a.out, a.mqtt) {
+        (out, Some(mqtt)) => return run_to_mqtt(sim, out, a.publish.target(mqtt), a.publish.pace()),
+        (Some(out), None) => out,
+        (None, None) => unreachable!("checked above"),
+    };
     let long_run = total * model.detectors.len() as u64 >= 100_000;
-    let mut rec = Recording::create(&a.out)?;
+    let mut rec = Recording::create(&out)?;
     for (i, batch) in (1..).zip(sim) {
         let batch = batch?;
         for line in &batch.lines {
@@ -185,14 +275,142 @@ fn run(a: RunArgs) -> Result<()> {
         }
     }
     let lines = rec.finish()?;
-    eprintln!("citybrain-sim: wrote {lines} readings to {}", a.out.display());
+    eprintln!("citybrain-sim: wrote {lines} readings to {}", out.display());
     Ok(())
+}
+
+/// `run --mqtt`: publishes the simulated feed; with `out`, also records exactly the lines
+/// published (a line is written once the next one is asked for, i.e. once it went out).
+fn run_to_mqtt(sim: Simulator<'_>, out: Option<PathBuf>, target: MqttTarget, pace: Pace) -> Result<()> {
+    let mut rec = out.as_deref().map(Recording::create).transpose()?;
+    let failure = RefCell::new(None);
+    let mut sim = sim;
+    let mut batch = Vec::<String>::new().into_iter();
+    let mut held: Option<String> = None;
+    let lines = std::iter::from_fn(|| {
+        if let (Some(line), Some(rec)) = (held.take(), rec.as_mut())
+            && let Err(e) = rec.write_line(&line)
+        {
+            *failure.borrow_mut() = Some(e);
+            return None;
+        }
+        loop {
+            if let Some(line) = batch.next() {
+                if rec.is_some() {
+                    held = Some(line.clone());
+                }
+                return Some(line);
+            }
+            match sim.next()? {
+                Ok(b) => batch = b.lines.into_iter(),
+                Err(e) => {
+                    *failure.borrow_mut() = Some(e);
+                    return None;
+                }
+            }
+        }
+    });
+    let published = publish(&target, lines, pace);
+    // `held`, if any, is a line that was not published (stopped): it stays out of the recording.
+    if let (Some(rec), Some(out)) = (rec, &out) {
+        let lines = rec.finish()?;
+        eprintln!("citybrain-sim: wrote {lines} readings to {}", out.display());
+    }
+    if let Some(e) = failure.into_inner() {
+        return Err(e);
+    }
+    published
+}
+
+/// `replay`: publishes a recording, streaming it from disk.
+fn replay(a: ReplayArgs) -> Result<()> {
+    let target = a.publish.target(a.mqtt);
+    let pace = a.publish.pace();
+    let mut reader = open_lines(&a.input)?;
+    eprintln!("citybrain-sim: replaying {} → {target} {}", a.input.display(), pace_text(pace));
+    let failure = RefCell::new(None);
+    let lines = std::iter::from_fn(|| match reader.next()? {
+        Ok(line) => Some(line),
+        Err(e) => {
+            *failure.borrow_mut() = Some(e);
+            None
+        }
+    });
+    let published = publish(&target, lines, pace);
+    if let Some(e) = failure.into_inner() {
+        return Err(e);
+    }
+    published
+}
+
+/// Publishes `lines` on a fresh tokio runtime, with a progress line every 2 s, Ctrl-C to stop
+/// (twice to quit at once) and a summary at the end.
+fn publish(target: &MqttTarget, lines: impl Iterator<Item = String>, pace: Pace) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let (report, interrupted) = runtime.block_on(async {
+        let (stop_tx, stop) = watch::channel(false);
+        let ctrl_c = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!(
+                    "citybrain-sim: stopping: waiting for outstanding acknowledgements (Ctrl-C again to quit)"
+                );
+                let _ = stop_tx.send(true);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        let progress = Arc::new(PublishProgress::default());
+        let printer = tokio::spawn(print_progress(progress.clone()));
+        let report = publish_lines_with_progress(target, lines, pace, Some(stop.clone()), progress).await;
+        printer.abort();
+        ctrl_c.abort();
+        let interrupted = *stop.borrow();
+        report.map(|r| (r, interrupted))
+    })?;
+    summary(target, &report, interrupted);
+    Ok(())
+}
+
+fn summary(target: &MqttTarget, r: &PublishReport, interrupted: bool) {
+    eprintln!(
+        "citybrain-sim: published {} messages ({:.1} MB of payload) to {target} at QoS {} in {:.1} s — {:.0} msg/s{}",
+        r.messages,
+        r.bytes as f64 / 1e6,
+        target.qos,
+        r.seconds,
+        r.rate(),
+        if interrupted { " (stopped early)" } else { "" }
+    );
+}
+
+/// A progress line every 2 s: messages published and confirmed, the rate, the event time.
+async fn print_progress(progress: Arc<PublishProgress>) {
+    const EVERY: Duration = Duration::from_secs(2);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
+    let (mut last_at, mut last) = (Instant::now(), 0);
+    loop {
+        tick.tick().await;
+        let confirmed = progress.confirmed();
+        let rate = (confirmed - last) as f64 / last_at.elapsed().as_secs_f64();
+        (last_at, last) = (Instant::now(), confirmed);
+        let at = progress.event_ts().map(|t| format!(", event time {}", format_ms(t))).unwrap_or_default();
+        eprintln!(
+            "citybrain-sim: {} published, {confirmed} confirmed, {rate:.0} msg/s{at}",
+            progress.published()
+        );
+    }
 }
 
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::City(a) => city(a),
         Command::Run(a) => run(a),
+        Command::Replay(a) => replay(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

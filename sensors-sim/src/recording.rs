@@ -1,6 +1,6 @@
 //! Recordings (CONTRACT §4): JSON Lines files, one message per line, gzip-compressed when the
 //! path ends in `.gz`. [`Recording`] writes one line by line (so long runs stream to disk);
-//! [`read_lines`] reads one back, plain or gzip.
+//! [`read_lines`] reads one back, plain or gzip, and [`open_lines`] streams it line by line.
 
 use anyhow::{Context, Result};
 use flate2::Compression;
@@ -90,6 +90,30 @@ pub fn read_lines(path: &Path) -> Result<Vec<String>> {
         .with_context(|| format!("reading recording {}", path.display()))
 }
 
+/// A recording being read line by line; see [`open_lines`].
+pub struct LineReader {
+    path: PathBuf,
+    lines: std::io::Lines<BufReader<Box<dyn Read + Send>>>,
+}
+
+impl Iterator for LineReader {
+    type Item = Result<String>;
+
+    fn next(&mut self) -> Option<Result<String>> {
+        let line = self.lines.next()?;
+        Some(line.with_context(|| format!("reading recording {}", self.path.display())))
+    }
+}
+
+/// Opens a recording (plain, or gzip when the path ends in `.gz`) to read it line by line,
+/// without holding it all in memory.
+pub fn open_lines(path: &Path) -> Result<LineReader> {
+    let file = File::open(path).with_context(|| format!("opening recording {}", path.display()))?;
+    let reader: Box<dyn Read + Send> =
+        if is_gzip(path) { Box::new(MultiGzDecoder::new(file)) } else { Box::new(file) };
+    Ok(LineReader { path: path.to_path_buf(), lines: BufReader::with_capacity(1 << 16, reader).lines() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,10 +128,12 @@ mod tests {
             let path = dir.join(name);
             assert_eq!(write_lines(&path, &lines).unwrap(), 2);
             assert_eq!(read_lines(&path).unwrap(), lines);
+            assert_eq!(open_lines(&path).unwrap().collect::<Result<Vec<_>>>().unwrap(), lines);
         }
         let raw = std::fs::read(dir.join("feed.jsonl.gz")).unwrap();
         assert_eq!(&raw[..2], &[0x1f, 0x8b], "gzip magic");
         assert!(read_lines(&dir.join("missing.jsonl")).unwrap_err().to_string().contains("missing.jsonl"));
+        assert!(open_lines(&dir.join("missing.jsonl")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

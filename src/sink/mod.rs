@@ -4,4 +4,5 @@
 //!
 //! `citybrain replay` writes line protocol to one file itself (see `replay`).
 
+pub mod files;
 pub mod influx;

@@ -1,0 +1,422 @@
+//! The live service: `citybrain run` (outside broker, InfluxDB) and `citybrain demo` (embedded
+//! broker and simulator, local files only), assembled from the same parts.
+//!
+//! ```text
+//! broker ─MQTT─▶ mqtt (ingest) ─▶ live (dataflow rounds) ─▶ output consumer ─┬─▶ DATA_DIR/lp/*.lp
+//!  (demo: embedded,                  │ rejects                               ├─▶ DATA_DIR/alerts.jsonl
+//!   fed by the simulator)            ▼                                       ├─▶ InfluxDB (run, optional)
+//!                          DATA_DIR/dead-letters/                            └─▶ board ─▶ HTTP API, /ws/alerts
+//! ```
+//! Shutdown (Ctrl-C or `--duration`) stops the simulator, lets in-flight messages arrive,
+//! disconnects from the broker, ends the dataflow (closing every open window), drains the
+//! outputs, flushes every file, gives InfluxDB a grace period (what is left stays spooled) and
+//! stops the HTTP server.
+
+use crate::alerts::AlertBook;
+use crate::api::{AppState, Board};
+use crate::config::Settings;
+use crate::deadletter::DeadLetterStore;
+use crate::live::{Live, LiveMetrics, LiveOptions};
+use crate::mqtt::{MqttIngest, MqttMetrics};
+use crate::sink::files::RotatingFile;
+use crate::sink::influx::{InfluxMetrics, InfluxSink};
+use anyhow::{Context, Result};
+use citybrain_dataflows::pipeline::{self, Out};
+use citybrain_dataflows::pseudonym::Pseudonymizer;
+use citybrain_dataflows::{CityModel, Ms, lp};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// What to run.
+pub struct ServiceOptions {
+    /// Settings (from the config file, or demo defaults).
+    pub settings: Settings,
+    /// The city model file.
+    pub city_path: PathBuf,
+    /// Stop after this long (wall clock), flushing; `None` runs until Ctrl-C.
+    pub duration: Option<Duration>,
+    /// Demo extras: the embedded broker and the simulator.
+    pub demo: Option<DemoOptions>,
+}
+
+/// The demo's embedded parts.
+pub struct DemoOptions {
+    /// Simulated seconds per wall second (the simulator's pace and the idle clock's speed).
+    pub speed: f64,
+}
+
+/// Figures of a finished run.
+#[derive(Debug, Default)]
+pub struct ServiceReport {
+    /// Messages received over MQTT.
+    pub messages: u64,
+    /// Elements accepted.
+    pub accepted: u64,
+    /// Elements rejected (dead-lettered).
+    pub rejected: u64,
+    /// Line-protocol points written.
+    pub points: u64,
+    /// Alert transitions.
+    pub alert_transitions: u64,
+}
+
+fn wall_ms() -> Ms {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Ms).unwrap_or(0)
+}
+
+/// Runs the service until Ctrl-C or the duration ends.
+pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
+    let s = &opts.settings;
+    let city_text = std::fs::read_to_string(&opts.city_path)
+        .with_context(|| format!("cannot read city model {}", opts.city_path.display()))?;
+    let city = Arc::new(CityModel::from_geojson_str(&city_text)?);
+    let cfg = Arc::new(s.dataflow.clone());
+    let data_dir = s.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+
+    // Outputs.
+    let mut lp_files = RotatingFile::open(&data_dir.join("lp"), "citybrain", "lp", 256 << 20, None)?;
+    let mut alert_file = RotatingFile::open(&data_dir.join("alerts"), "alerts", "jsonl", 64 << 20, None)?;
+    let pseudonyms = Pseudonymizer::new(s.pseudonym_key.clone());
+    let dead = Arc::new(Mutex::new(DeadLetterStore::open(
+        &data_dir.join("dead-letters"),
+        16 << 20,
+        16,
+        pseudonyms,
+        &s.topic_prefix,
+    )?));
+    let influx = match &s.influxdb {
+        Some(cfg) => {
+            let dead = dead.clone();
+            let hook: crate::sink::influx::RejectHook = Box::new(move |batch: &str, reason: &str| {
+                let rej = citybrain_dataflows::event::Rejected::new(
+                    citybrain_dataflows::event::Reason::InvalidValue,
+                    format!("InfluxDB refused the batch: {reason}"),
+                );
+                if let Ok(mut d) = dead.lock() {
+                    let _ = d.record("influxdb/write", batch.as_bytes(), &rej, wall_ms());
+                    let _ = d.flush();
+                }
+            });
+            Some(InfluxSink::start(cfg.clone(), &data_dir, hook)?)
+        }
+        None => None,
+    };
+
+    let influx_metrics = influx.as_ref().map(InfluxSink::metrics);
+
+    // The dataflow.
+    let (out_tx, mut out_rx) = mpsc::channel::<(Ms, Vec<(Out, isize)>)>(64);
+    let speed = opts.demo.as_ref().map(|d| d.speed).unwrap_or(1.0);
+    let live_opts = LiveOptions {
+        workers: s.live.workers,
+        tick: Duration::from_millis(s.live.tick_ms),
+        speed,
+        topic_prefix: s.topic_prefix.clone(),
+        pseudonym_key: s.pseudonym_key.clone(),
+        ..LiveOptions::default()
+    };
+    let dl = dead.clone();
+    let live = Live::start(
+        city.clone(),
+        cfg.clone(),
+        live_opts,
+        Arc::new(move |t, records| {
+            let _ = out_tx.blocking_send((t, records));
+        }),
+        Arc::new(move |topic: &str, raw: &[u8], rej| {
+            if let Ok(mut d) = dl.lock() {
+                let _ = d.record(topic, raw, rej, wall_ms());
+                let _ = d.flush();
+            }
+        }),
+    )?;
+    let live_metrics = live.metrics();
+
+    // The output consumer.
+    let board = Arc::new(RwLock::new(Board::default()));
+    let (alert_tx, _) = broadcast::channel::<Arc<String>>(1024);
+    let points = Arc::new(AtomicU64::new(0));
+    let transitions = Arc::new(AtomicU64::new(0));
+    let consumer = {
+        let (board, alert_tx, city, cfg) = (board.clone(), alert_tx.clone(), city.clone(), cfg.clone());
+        let (points, transitions) = (points.clone(), transitions.clone());
+        let influx_tx = influx.as_ref().map(|_| ());
+        let (lp_tx, mut lp_rx) = mpsc::channel::<String>(16);
+        let influx_task = influx.map(|sink| {
+            tokio::spawn(async move {
+                while let Some(chunk) = lp_rx.recv().await {
+                    if sink.write(chunk).await.is_err() {
+                        break;
+                    }
+                }
+                sink.shutdown(Duration::from_secs(10)).await
+            })
+        });
+        tokio::spawn(async move {
+            let mut book = AlertBook::default();
+            while let Some((t, mut records)) = out_rx.recv().await {
+                pipeline::consolidate_batch(&mut records);
+                let mut buf = String::new();
+                let mut alerts_json = String::new();
+                let mut published = Vec::new();
+                for (out, diff) in &records {
+                    match out {
+                        Out::Alert(key) => {
+                            let Some(alert) = book.apply(key, t, *diff, &city) else { continue };
+                            lp::alert_line(key, alert.state.as_str(), alert.severity, t, &city, &mut buf);
+                            let json = serde_json::to_string(&alert).unwrap_or_default();
+                            alerts_json.push_str(&json);
+                            alerts_json.push('\n');
+                            if let Ok(mut b) = board.write() {
+                                b.alert(&alert);
+                            }
+                            published.push(json);
+                            transitions.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ if *diff > 0 => lp::encode(out, &city, &cfg, &mut buf),
+                        _ => {}
+                    }
+                }
+                if let Ok(mut b) = board.write() {
+                    b.apply(&records);
+                }
+                for json in published {
+                    let _ = alert_tx.send(Arc::new(json));
+                }
+                points.fetch_add(buf.lines().count() as u64, Ordering::Relaxed);
+                lp_files.write(buf.as_bytes())?;
+                lp_files.flush()?;
+                if !alerts_json.is_empty() {
+                    alert_file.write(alerts_json.as_bytes())?;
+                    alert_file.flush()?;
+                }
+                if influx_tx.is_some() && !buf.is_empty() {
+                    let _ = lp_tx.send(buf).await;
+                }
+            }
+            drop(lp_tx);
+            if let Some(t) = influx_task {
+                t.await.context("InfluxDB sink task")??;
+            }
+            anyhow::Ok(())
+        })
+    };
+
+    // Demo: the embedded broker.
+    let mut mqtt_cfg = s.mqtt.clone();
+    if opts.demo.is_some() {
+        crate::broker::start_embedded(mqtt_cfg.port)?;
+    }
+    mqtt_cfg.client_id = format!("{}-{}", mqtt_cfg.client_id, std::process::id());
+    let ingest = MqttIngest::start(&mqtt_cfg, &s.topic_prefix, live.sender())?;
+    let mqtt_metrics = ingest.metrics();
+
+    // Demo: the simulator, publishing in (accelerated) real time.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let simulator = opts.demo.as_ref().map(|d| {
+        let (city, speed, port) = (city.clone(), d.speed, mqtt_cfg.port);
+        tokio::spawn(async move { crate::demo::simulate(city, port, speed, stop_rx).await })
+    });
+
+    // The API.
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        city: city.clone(),
+        cfg: cfg.clone(),
+        city_geojson: Arc::new(city_text),
+        board: board.clone(),
+        alert_tx: alert_tx.clone(),
+        ready: ready.clone(),
+        metrics: Arc::new(render_metrics(
+            live_metrics.clone(),
+            mqtt_metrics.clone(),
+            influx_metrics,
+            dead.clone(),
+        )),
+    };
+    let listener = tokio::net::TcpListener::bind(&s.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (config key `http.listen` / --http)", s.http.listen))?;
+    let addr = listener.local_addr()?;
+    let (http_stop_tx, http_stop_rx) = watch::channel(false);
+    let server = tokio::spawn(async move {
+        let mut rx = http_stop_rx;
+        axum::serve(listener, crate::api::app(state))
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    {
+        let (ready, m) = (ready.clone(), mqtt_metrics.clone());
+        tokio::spawn(async move {
+            loop {
+                ready.store(m.connected.load(Ordering::Relaxed), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+    eprintln!(
+        "citybrain: API on http://{addr}/ (try /api/traffic/districts, /api/alerts, /ws/alerts, /metrics)"
+    );
+    eprintln!("citybrain: MQTT {}:{} topics {}#", mqtt_cfg.host, mqtt_cfg.port, s.topic_prefix);
+    eprintln!(
+        "citybrain: line protocol in {}/lp/, alerts in {}/alerts/, dead letters in {}/dead-letters/",
+        data_dir.display(),
+        data_dir.display(),
+        data_dir.display()
+    );
+    eprintln!(
+        "citybrain: access tokens arrive with authentication (next issue); the API is open on loopback"
+    );
+
+    // Run until Ctrl-C or the duration.
+    let started = Instant::now();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => eprintln!("citybrain: interrupted; shutting down"),
+        _ = async { match opts.duration { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {
+            eprintln!("citybrain: {:.0} s elapsed; shutting down", started.elapsed().as_secs_f64());
+        }
+    }
+
+    // Orderly shutdown: nothing accepted is lost.
+    let _ = stop_tx.send(true);
+    if let Some(sim) = simulator {
+        match sim.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "simulator ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "simulator task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    // Let messages in flight reach the dataflow before disconnecting.
+    let mut last = u64::MAX;
+    for _ in 0..50 {
+        let now = mqtt_metrics.messages.load(Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ingest.shutdown().await;
+    tokio::task::spawn_blocking(move || live.shutdown()).await.context("dataflow shutdown")??;
+    consumer.await.context("output consumer")??;
+    let _ = http_stop_tx.send(true);
+    let _ = server.await;
+    if let Ok(mut d) = dead.lock() {
+        let _ = d.flush();
+    }
+    Ok(ServiceReport {
+        messages: mqtt_metrics.messages.load(Ordering::Relaxed),
+        accepted: live_metrics.accepted.load(Ordering::Relaxed),
+        rejected: live_metrics.rejected.load(Ordering::Relaxed),
+        points: points.load(Ordering::Relaxed),
+        alert_transitions: transitions.load(Ordering::Relaxed),
+    })
+}
+
+/// Renders `/metrics` (Prometheus text exposition format) from the stages' counters.
+fn render_metrics(
+    live: Arc<LiveMetrics>,
+    mqtt: Arc<MqttMetrics>,
+    influx: Option<Arc<InfluxMetrics>>,
+    dead: Arc<Mutex<DeadLetterStore>>,
+) -> impl Fn() -> String + Send + Sync {
+    move || {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let none = String::new;
+        metric(
+            "citybrain_mqtt_messages_total",
+            "counter",
+            "MQTT publishes received.",
+            &[(none(), g(&mqtt.messages))],
+        );
+        metric(
+            "citybrain_mqtt_bytes_total",
+            "counter",
+            "MQTT payload bytes received.",
+            &[(none(), g(&mqtt.bytes))],
+        );
+        metric(
+            "citybrain_mqtt_connects_total",
+            "counter",
+            "MQTT connections established.",
+            &[(none(), g(&mqtt.connects))],
+        );
+        metric(
+            "citybrain_mqtt_errors_total",
+            "counter",
+            "MQTT connection errors.",
+            &[(none(), g(&mqtt.errors))],
+        );
+        metric(
+            "citybrain_mqtt_connected",
+            "gauge",
+            "1 while connected to the broker.",
+            &[(none(), u64::from(mqtt.connected.load(Ordering::Relaxed)))],
+        );
+        metric(
+            "citybrain_ingest_accepted_total",
+            "counter",
+            "Elements accepted by the dataflow.",
+            &[(none(), g(&live.accepted))],
+        );
+        let counts = dead.lock().map(|d| d.counts()).unwrap_or_default();
+        let rejected: Vec<(String, u64)> =
+            counts.iter().map(|(r, n)| (format!("{{reason=\"{r}\"}}"), *n)).collect();
+        metric("citybrain_ingest_rejected_total", "counter", "Elements dead-lettered, by reason.", &rejected);
+        let (wm, max) = (g(&live.watermark), g(&live.max_ts));
+        metric("citybrain_watermark_ms", "gauge", "The event-time clock (epoch ms).", &[(none(), wm)]);
+        metric(
+            "citybrain_lag_ms",
+            "gauge",
+            "Wall clock minus the event-time clock, ms.",
+            &[(none(), if wm > 0 { wall_ms().saturating_sub(wm) } else { 0 })],
+        );
+        metric(
+            "citybrain_max_event_ms",
+            "gauge",
+            "The largest event time seen (epoch ms).",
+            &[(none(), max)],
+        );
+        if let Some(i) = &influx {
+            metric(
+                "citybrain_influx_lines_written_total",
+                "counter",
+                "Lines InfluxDB accepted.",
+                &[(none(), g(&i.lines_written))],
+            );
+            metric(
+                "citybrain_influx_lines_rejected_total",
+                "counter",
+                "Lines InfluxDB refused.",
+                &[(none(), g(&i.lines_rejected))],
+            );
+            metric(
+                "citybrain_influx_write_failures_total",
+                "counter",
+                "Failed writes (retried).",
+                &[(none(), g(&i.write_failures))],
+            );
+            metric(
+                "citybrain_influx_spool_bytes",
+                "gauge",
+                "Bytes waiting in the spool.",
+                &[(none(), g(&i.spool_bytes))],
+            );
+        }
+        out
+    }
+}

@@ -160,6 +160,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_config_loads_with_its_documented_defaults() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/citybrain.example.toml"));
+        let s = Settings::load(Some(path)).unwrap();
+        assert_eq!(s.dataflow, citybrain_dataflows::Config::default());
+        assert_eq!(s.influxdb.unwrap().batch_lines, InfluxConfig::default().batch_lines);
+        assert_eq!(s.mqtt.port, 1883);
+        assert_eq!(s.city.unwrap(), PathBuf::from("data/demo/city.geojson"));
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let dir = std::env::temp_dir().join(format!("cb-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

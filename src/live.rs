@@ -1,10 +1,14 @@
 //! The live driver: messages in (from MQTT or HTTP ingestion), rounds on a wall-clock tick.
 //!
-//! Each timely worker owns a bounded queue; a message goes to the queue chosen by its topic, so
-//! one sensor's messages stay in order, and a full queue makes the sender wait (backpressure
-//! towards the broker instead of unbounded memory). A worker decodes and ingests what it
-//! receives until its tick ends, then all workers end the round together through
-//! [`WorkerRounds`] — the same loop `replay` runs.
+//! Messages wait in one bounded FIFO queue that every timely worker takes from; a full queue
+//! makes the sender wait (backpressure towards the broker instead of unbounded memory). Workers
+//! decode and ingest until their tick ends, then end the round together through
+//! [`WorkerRounds`] — the same loop `replay` runs. One shared queue, not one per worker, is what
+//! keeps the clock honest under a burst: whatever is still queued when a round ends arrived after
+//! everything the round processed, so it is never judged against a watermark that another
+//! worker's progress pushed past it (with per-worker queues, a worker waiting at the round's
+//! barrier lets its own queue fill while the other's progress advances the city-wide clock, and
+//! its backlog then looks late).
 //!
 //! The event-time clock is the largest `ts` seen minus the lateness; while input is idle it also
 //! follows the wall clock (CONTRACT §1), so timers (an offline detector) fire without new input.
@@ -23,10 +27,9 @@ use citybrain_dataflows::pseudonym::Pseudonymizer;
 use citybrain_dataflows::time::window_end;
 use citybrain_dataflows::traffic::Win;
 use citybrain_dataflows::{CityModel, Config, Ms};
-use std::hash::{Hash, Hasher};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How the live driver runs.
@@ -38,7 +41,7 @@ pub struct LiveOptions {
     pub tick: Duration,
     /// Event milliseconds per wall millisecond for the idle clock. Default 1.
     pub speed: f64,
-    /// Messages each worker's queue holds before senders wait. Default 4096.
+    /// Messages the queue holds per worker before senders wait. Default 4096.
     pub queue: usize,
     /// MQTT topic prefix (`city/`).
     pub topic_prefix: String,
@@ -95,24 +98,18 @@ pub enum Refused {
 /// Sends messages into the live driver; cheap to clone.
 #[derive(Clone)]
 pub struct LiveSender {
-    queues: Arc<Vec<SyncSender<Message>>>,
+    queue: Sender<Message>,
 }
 
 impl LiveSender {
-    fn queue_of(&self, topic: &str) -> &SyncSender<Message> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        topic.hash(&mut h);
-        &self.queues[(h.finish() % self.queues.len() as u64) as usize]
-    }
-
-    /// Sends a message, waiting while its worker's queue is full. Fails once the driver stopped.
+    /// Sends a message, waiting while the queue is full. Fails once the driver stopped.
     pub fn send(&self, msg: Message) -> Result<()> {
-        self.queue_of(&msg.topic).send(msg).map_err(|_| anyhow::anyhow!("the live dataflow has stopped"))
+        self.queue.send(msg).map_err(|_| anyhow::anyhow!("the live dataflow has stopped"))
     }
 
-    /// Sends without waiting: the message comes back if its queue is full.
+    /// Sends without waiting: the message comes back if the queue is full.
     pub fn try_send(&self, msg: Message) -> Result<(), Refused> {
-        match self.queue_of(&msg.topic).try_send(msg) {
+        match self.queue.try_send(msg) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(m)) => Err(Refused::Full(m)),
             Err(TrySendError::Disconnected(_)) => Err(Refused::Stopped),
@@ -144,14 +141,7 @@ impl Live {
         on_reject: RejectSink,
     ) -> Result<Live> {
         let workers = opts.workers.max(1);
-        let mut senders = Vec::new();
-        let mut receivers = Vec::new();
-        for _ in 0..workers {
-            let (tx, rx) = sync_channel::<Message>(opts.queue.max(1));
-            senders.push(tx);
-            receivers.push(Some(rx));
-        }
-        let receivers = Arc::new(Mutex::new(receivers));
+        let (queue_tx, queue_rx) = crossbeam_channel::bounded::<Message>(opts.queue.max(1) * workers);
         let stop = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(LiveMetrics::default());
         let clock = SharedClock::new(workers, cfg.time.lateness_ms());
@@ -159,8 +149,7 @@ impl Live {
         let cutoff = Arc::new(AtomicU64::new(u64::MAX));
         let (stop2, metrics2) = (stop.clone(), metrics.clone());
         let guards = timely::execute(timely::Config::process(workers), move |worker| {
-            let rx: Option<Receiver<Message>> =
-                receivers.lock().ok().and_then(|mut r| r[worker.index()].take());
+            let rx: Option<Receiver<Message>> = Some(queue_rx.clone());
             let (out, cut) = (on_out.clone(), cutoff.clone());
             let mut rounds =
                 WorkerRounds::new(worker, city.clone(), cfg.clone(), clock.clone(), move |t, records| {
@@ -173,7 +162,12 @@ impl Live {
                 let deadline = Instant::now() + opts.tick;
                 let mut disconnected = rx.is_none();
                 while let Some(rx) = rx.as_ref() {
+                    // The round ends at its deadline even while input remains: the queue is FIFO,
+                    // so what is left arrived after everything this round took.
                     let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
                     match rx.recv_timeout(left) {
                         Ok(msg) => ingest_message(&msg, &decoder, &mut rounds, &metrics2, &on_reject),
                         Err(RecvTimeoutError::Timeout) => break,
@@ -212,7 +206,7 @@ impl Live {
             rounds.finish(worker, end);
         })
         .map_err(|e| anyhow::anyhow!("cannot start the dataflow workers: {e}"))?;
-        Ok(Live { sender: LiveSender { queues: Arc::new(senders) }, stop, metrics, guards })
+        Ok(Live { sender: LiveSender { queue: queue_tx }, stop, metrics, guards })
     }
 
     /// A handle for sending messages.

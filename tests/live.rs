@@ -17,6 +17,10 @@ use common::{Mosquitto, free_port};
 type Delivered = Arc<Mutex<Vec<(Ms, Vec<(Out, isize)>)>>>;
 
 fn start(city: &Arc<CityModel>, speed: f64) -> (Live, Delivered, Arc<Mutex<Vec<String>>>) {
+    start_with(city, speed, LiveOptions::default().queue)
+}
+
+fn start_with(city: &Arc<CityModel>, speed: f64, queue: usize) -> (Live, Delivered, Arc<Mutex<Vec<String>>>) {
     let delivered: Delivered = Arc::default();
     let rejected: Arc<Mutex<Vec<String>>> = Arc::default();
     let (d, r) = (delivered.clone(), rejected.clone());
@@ -24,6 +28,7 @@ fn start(city: &Arc<CityModel>, speed: f64) -> (Live, Delivered, Arc<Mutex<Vec<S
         workers: 2,
         tick: Duration::from_millis(40),
         speed,
+        queue,
         pseudonym_key: b"live-test-key-123".to_vec(),
         ..LiveOptions::default()
     };
@@ -448,4 +453,37 @@ fn run_with_mosquitto_and_victoria_metrics() {
     let dead = std::fs::read_dir(dir.join("data/dead-letters")).unwrap().next().unwrap().unwrap().path();
     let dead = std::fs::read_to_string(dead).unwrap();
     assert!(dead.contains("invalid_payload"), "{dead}");
+}
+
+#[test]
+fn a_burst_of_batches_is_never_judged_late() {
+    // Three hours of readings in batches of 100, sent as fast as possible: far more event time
+    // than the retention passes through the queue within a second. Nothing may look late just
+    // because it waited in the queue while other input advanced the clock.
+    let (_, city, lines, _) = scenario(180);
+    // A small queue, so the sender is made to wait (backpressure) as it would be by a fast broker.
+    let (live, _delivered, rejected) = start_with(&city, 1.0, 4);
+    let batches: Vec<Message> = lines
+        .chunks(100)
+        .map(|chunk| {
+            let payloads: Vec<String> =
+                chunk.iter().map(|l| citybrain_sim::publish::parse_line(l).unwrap().1).collect();
+            let (topic, _) = citybrain_sim::publish::parse_line(&chunk[0]).unwrap();
+            Message { topic, payload: format!("[{}]", payloads.join(",")).into_bytes() }
+        })
+        .collect();
+    let sender = live.sender();
+    for b in batches {
+        sender.send(b).unwrap();
+    }
+    drop(sender);
+    let metrics = live.metrics();
+    live.shutdown().unwrap();
+    assert_eq!(
+        rejected.lock().unwrap().len(),
+        0,
+        "{:?}",
+        &rejected.lock().unwrap()[..3.min(rejected.lock().unwrap().len())]
+    );
+    assert_eq!(metrics.accepted.load(std::sync::atomic::Ordering::Relaxed), lines.len() as u64);
 }

@@ -72,6 +72,38 @@ fn final_windows(lp_text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The final window values the live driver delivered (see [`final_windows`]).
+fn live_windows(delivered: &Delivered, city: &CityModel) -> BTreeMap<String, String> {
+    let mut live_lp = String::new();
+    for (_, recs) in delivered.lock().unwrap().iter() {
+        for (o, d) in recs {
+            if *d > 0 && !matches!(o, Out::Alert(_)) {
+                lp::encode(o, city, &Config::default(), &mut live_lp);
+            }
+        }
+    }
+    final_windows(&live_lp)
+}
+
+/// The final window values `replay` computes from the same recording.
+fn replay_windows(name: &str, geojson: &str, lines: &[String], workers: usize) -> BTreeMap<String, String> {
+    let dir = common::scratch(&format!("replay-{name}"));
+    std::fs::write(dir.join("city.geojson"), geojson).unwrap();
+    std::fs::write(dir.join("feed.jsonl"), lines.join("\n")).unwrap();
+    let ropts = ReplayOptions {
+        city: dir.join("city.geojson"),
+        input: dir.join("feed.jsonl"),
+        out_lp: dir.join("out.lp"),
+        alerts_out: None,
+        dead_letter_out: None,
+        workers,
+        progress: false,
+        block_bytes: citybrain::replay::BLOCK_BYTES,
+    };
+    replay(&ropts, &Settings::load(None).unwrap()).unwrap();
+    final_windows(&std::fs::read_to_string(dir.join("out.lp")).unwrap())
+}
+
 fn scenario(minutes: u32) -> (String, Arc<CityModel>, Vec<String>, FeedOptions) {
     let geojson = geojson_text(&generate_city(&CityOptions::default()).unwrap());
     let city = Arc::new(CityModel::from_geojson_str(&geojson).unwrap());
@@ -135,31 +167,8 @@ fn live_equals_replay_and_idle_timers_fire_on_the_wall_clock() {
     assert_eq!(metrics.accepted.load(std::sync::atomic::Ordering::Relaxed), lines.len() as u64);
 
     // Every window value equals what `replay` computes from the same recording.
-    let mut live_lp = String::new();
-    for (_, recs) in delivered.lock().unwrap().iter() {
-        for (o, d) in recs {
-            if *d > 0 && !matches!(o, Out::Alert(_)) {
-                lp::encode(o, &city, &Config::default(), &mut live_lp);
-            }
-        }
-    }
-    let dir = std::env::temp_dir().join(format!("citybrain-live-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("city.geojson"), &geojson).unwrap();
-    std::fs::write(dir.join("feed.jsonl"), lines.join("\n")).unwrap();
-    let ropts = ReplayOptions {
-        city: dir.join("city.geojson"),
-        input: dir.join("feed.jsonl"),
-        out_lp: dir.join("out.lp"),
-        alerts_out: None,
-        dead_letter_out: None,
-        workers: 2,
-        progress: false,
-        block_bytes: citybrain::replay::BLOCK_BYTES,
-    };
-    replay(&ropts, &Settings::load(None).unwrap()).unwrap();
-    let replayed = final_windows(&std::fs::read_to_string(dir.join("out.lp")).unwrap());
-    let lived = final_windows(&live_lp);
+    let lived = live_windows(&delivered, &city);
+    let replayed = replay_windows("live", &geojson, &lines, 2);
     assert_eq!(lived.len(), replayed.len());
     assert_eq!(lived, replayed);
     assert!(lived.len() > city.detectors.len() * 15, "{} windows", lived.len());
@@ -289,30 +298,7 @@ fn mqtt_through_a_broker_restart_loses_nothing_and_matches_replay() {
     assert_eq!(rejected.lock().unwrap().len(), 1);
 
     // Same values as `replay` over the same recording.
-    let mut live_lp = String::new();
-    for (_, recs) in delivered.lock().unwrap().iter() {
-        for (o, d) in recs {
-            if *d > 0 && !matches!(o, Out::Alert(_)) {
-                lp::encode(o, &city, &Config::default(), &mut live_lp);
-            }
-        }
-    }
-    let dir = std::env::temp_dir().join(format!("citybrain-mqtt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("city.geojson"), &geojson).unwrap();
-    std::fs::write(dir.join("feed.jsonl"), lines.join("\n")).unwrap();
-    let ropts = ReplayOptions {
-        city: dir.join("city.geojson"),
-        input: dir.join("feed.jsonl"),
-        out_lp: dir.join("out.lp"),
-        alerts_out: None,
-        dead_letter_out: None,
-        workers: 1,
-        progress: false,
-        block_bytes: citybrain::replay::BLOCK_BYTES,
-    };
-    replay(&ropts, &Settings::load(None).unwrap()).unwrap();
-    assert_eq!(final_windows(&live_lp), final_windows(&std::fs::read_to_string(dir.join("out.lp")).unwrap()));
+    assert_eq!(live_windows(&delivered, &city), replay_windows("mqtt", &geojson, &lines, 1));
 }
 
 /// GETs a JSON document from the service.

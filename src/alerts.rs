@@ -6,7 +6,8 @@
 //! number of active alerts.
 
 use citybrain_dataflows::alerts::AlertKey;
-use citybrain_dataflows::{CityModel, Ms};
+use citybrain_dataflows::pipeline::{self, Out};
+use citybrain_dataflows::{CityModel, Config, Ms, lp};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -99,6 +100,38 @@ impl AlertBook {
             acked_ts: None,
             message: info.message,
         })
+    }
+
+    /// Consolidates one delivered batch of the dataflow (event time `t`), appends its line
+    /// protocol to `lp` — every new window value and every alert transition — and returns the
+    /// number of points appended and the alert transitions. The one rendering of dataflow output,
+    /// shared by `replay` and the live service.
+    pub fn render(
+        &mut self,
+        t: Ms,
+        records: &mut Vec<(Out, isize)>,
+        city: &CityModel,
+        cfg: &Config,
+        lp: &mut String,
+    ) -> (u64, Vec<Alert>) {
+        pipeline::consolidate_batch(records);
+        let (mut points, mut transitions) = (0, Vec::new());
+        for (out, diff) in records.iter() {
+            match out {
+                Out::Alert(key) => {
+                    let Some(alert) = self.apply(key, t, *diff, city) else { continue };
+                    lp::alert_line(key, alert.state.as_str(), alert.severity, t, city, lp);
+                    points += 1;
+                    transitions.push(alert);
+                }
+                _ if *diff > 0 => {
+                    lp::encode(out, city, cfg, lp);
+                    points += 1;
+                }
+                _ => {}
+            }
+        }
+        (points, transitions)
     }
 
     /// Number of active alerts.

@@ -23,7 +23,6 @@ use citybrain_dataflows::{CityModel, Config, Ms};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::broadcast;
 
@@ -82,7 +81,7 @@ pub struct AppState {
     /// Every alert transition, as JSON, for `/ws/alerts`.
     pub alert_tx: broadcast::Sender<Arc<String>>,
     /// Whether the service is ready (dataflow running, input connected).
-    pub ready: Arc<AtomicBool>,
+    pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
     /// Renders the Prometheus text of `/metrics`.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
 }
@@ -102,7 +101,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
-    if s.ready.load(Ordering::Relaxed) {
+    if (s.ready)() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()

@@ -149,7 +149,7 @@ impl Live {
         let cutoff = Arc::new(AtomicU64::new(u64::MAX));
         let (stop2, metrics2) = (stop.clone(), metrics.clone());
         let guards = timely::execute(timely::Config::process(workers), move |worker| {
-            let rx: Option<Receiver<Message>> = Some(queue_rx.clone());
+            let rx: Receiver<Message> = queue_rx.clone();
             let (out, cut) = (on_out.clone(), cutoff.clone());
             let mut rounds =
                 WorkerRounds::new(worker, city.clone(), cfg.clone(), clock.clone(), move |t, records| {
@@ -160,8 +160,8 @@ impl Live {
             let mut idle = IdleClock::new(opts.speed, clock.lateness());
             loop {
                 let deadline = Instant::now() + opts.tick;
-                let mut disconnected = rx.is_none();
-                while let Some(rx) = rx.as_ref() {
+                let mut disconnected = false;
+                loop {
                     // The round ends at its deadline even while input remains: the queue is FIFO,
                     // so what is left arrived after everything this round took.
                     let left = deadline.saturating_duration_since(Instant::now());
@@ -192,10 +192,8 @@ impl Live {
             }
             // Nothing already queued is lost: drain to the end (the senders are gone), then end
             // one last round together.
-            if let Some(rx) = rx.as_ref() {
-                for msg in rx.iter() {
-                    ingest_message(&msg, &decoder, &mut rounds, &metrics2, &on_reject);
-                }
+            for msg in rx.iter() {
+                ingest_message(&msg, &decoder, &mut rounds, &metrics2, &on_reject);
             }
             rounds.end_round(worker, RoundControl::default());
             // Close every window and fire every timer due by the end of the current 5-minute

@@ -25,11 +25,11 @@ use crate::config::Settings;
 use crate::runtime::{RoundControl, SharedClock, WorkerRounds};
 use anyhow::{Context, Result};
 use citybrain_dataflows::event::{Decoder, Reason, TopicKind};
-use citybrain_dataflows::pipeline::{self, Out};
+use citybrain_dataflows::pipeline::Out;
 use citybrain_dataflows::pseudonym::Pseudonymizer;
 use citybrain_dataflows::time::{Ms, window_end};
 use citybrain_dataflows::traffic::Win;
-use citybrain_dataflows::{CityModel, Config, lp};
+use citybrain_dataflows::{CityModel, Config};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -295,35 +295,22 @@ fn write_outputs(
     for msg in rx {
         match msg {
             ToWriter::Batch(t, mut records) => {
-                pipeline::consolidate_batch(&mut records);
-                for (out, diff) in &records {
-                    match out {
-                        Out::Alert(key) => {
-                            let Some(alert) = book.apply(key, t, *diff, city) else {
-                                continue;
-                            };
-                            if alert.state == AlertState::Raised {
-                                totals.raised += 1;
-                            } else {
-                                totals.cleared += 1;
-                            }
-                            lp::alert_line(key, alert.state.as_str(), alert.severity, t, city, &mut buf);
-                            totals.points += 1;
-                            if let Some(w) = alerts_out.as_mut() {
-                                serde_json::to_writer(&mut *w, &alert)?;
-                                w.write_all(b"\n")?;
-                            }
-                        }
-                        _ if *diff > 0 => {
-                            lp::encode(out, city, cfg, &mut buf);
-                            totals.points += 1;
-                        }
-                        _ => {}
+                let (points, transitions) = book.render(t, &mut records, city, cfg, &mut buf);
+                totals.points += points;
+                for alert in transitions {
+                    if alert.state == AlertState::Raised {
+                        totals.raised += 1;
+                    } else {
+                        totals.cleared += 1;
                     }
-                    if buf.len() > 1 << 16 {
-                        lp_out.write_all(buf.as_bytes())?;
-                        buf.clear();
+                    if let Some(w) = alerts_out.as_mut() {
+                        serde_json::to_writer(&mut *w, &alert)?;
+                        w.write_all(b"\n")?;
                     }
+                }
+                if buf.len() > 1 << 16 {
+                    lp_out.write_all(buf.as_bytes())?;
+                    buf.clear();
                 }
             }
             ToWriter::DeadLetters(round, lines) => {

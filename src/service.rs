@@ -21,11 +21,12 @@ use crate::mqtt::{MqttIngest, MqttMetrics};
 use crate::sink::files::RotatingFile;
 use crate::sink::influx::{InfluxMetrics, InfluxSink};
 use anyhow::{Context, Result};
-use citybrain_dataflows::pipeline::{self, Out};
+use citybrain_dataflows::event::{Reason, Rejected};
+use citybrain_dataflows::pipeline::Out;
 use citybrain_dataflows::pseudonym::Pseudonymizer;
-use citybrain_dataflows::{CityModel, Ms, lp};
+use citybrain_dataflows::{CityModel, Ms};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -67,6 +68,16 @@ fn wall_ms() -> Ms {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Ms).unwrap_or(0)
 }
 
+/// Keeps a rejected element in the dead-letter store (flushed at once: rejections are rare, and
+/// a dead letter should survive a crash).
+fn record_dead(store: &Mutex<DeadLetterStore>, topic: &str, raw: &[u8], why: &Rejected) {
+    if let Ok(mut d) = store.lock()
+        && let Err(e) = d.record(topic, raw, why, wall_ms()).and_then(|()| d.flush())
+    {
+        tracing::error!(error = %e, "cannot write the dead-letter store");
+    }
+}
+
 /// Runs the service until Ctrl-C or the duration ends.
 pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     let s = &opts.settings;
@@ -92,14 +103,9 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
         Some(cfg) => {
             let dead = dead.clone();
             let hook: crate::sink::influx::RejectHook = Box::new(move |batch: &str, reason: &str| {
-                let rej = citybrain_dataflows::event::Rejected::new(
-                    citybrain_dataflows::event::Reason::InvalidValue,
-                    format!("InfluxDB refused the batch: {reason}"),
-                );
-                if let Ok(mut d) = dead.lock() {
-                    let _ = d.record("influxdb/write", batch.as_bytes(), &rej, wall_ms());
-                    let _ = d.flush();
-                }
+                let rej =
+                    Rejected::new(Reason::InvalidValue, format!("InfluxDB refused the batch: {reason}"));
+                record_dead(&dead, "influxdb/write", batch.as_bytes(), &rej);
             });
             Some(InfluxSink::start(cfg.clone(), &data_dir, hook)?)
         }
@@ -127,12 +133,7 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
         Arc::new(move |t, records| {
             let _ = out_tx.blocking_send((t, records));
         }),
-        Arc::new(move |topic: &str, raw: &[u8], rej| {
-            if let Ok(mut d) = dl.lock() {
-                let _ = d.record(topic, raw, rej, wall_ms());
-                let _ = d.flush();
-            }
-        }),
+        Arc::new(move |topic: &str, raw: &[u8], rej| record_dead(&dl, topic, raw, rej)),
     )?;
     let live_metrics = live.metrics();
 
@@ -144,58 +145,51 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     let consumer = {
         let (board, alert_tx, city, cfg) = (board.clone(), alert_tx.clone(), city.clone(), cfg.clone());
         let (points, transitions) = (points.clone(), transitions.clone());
-        let influx_tx = influx.as_ref().map(|_| ());
-        let (lp_tx, mut lp_rx) = mpsc::channel::<String>(16);
-        let influx_task = influx.map(|sink| {
-            tokio::spawn(async move {
-                while let Some(chunk) = lp_rx.recv().await {
-                    if sink.write(chunk).await.is_err() {
-                        break;
+        // Line protocol for InfluxDB goes through its own task, so a slow server only slows that.
+        let (lp_tx, influx_task) = match influx {
+            Some(sink) => {
+                let (tx, mut rx) = mpsc::channel::<String>(16);
+                let task = tokio::spawn(async move {
+                    while let Some(chunk) = rx.recv().await {
+                        if sink.write(chunk).await.is_err() {
+                            break;
+                        }
                     }
-                }
-                sink.shutdown(Duration::from_secs(10)).await
-            })
-        });
+                    sink.shutdown(Duration::from_secs(10)).await
+                });
+                (Some(tx), Some(task))
+            }
+            None => (None, None),
+        };
         tokio::spawn(async move {
             let mut book = AlertBook::default();
             while let Some((t, mut records)) = out_rx.recv().await {
-                pipeline::consolidate_batch(&mut records);
                 let mut buf = String::new();
-                let mut alerts_json = String::new();
-                let mut published = Vec::new();
-                for (out, diff) in &records {
-                    match out {
-                        Out::Alert(key) => {
-                            let Some(alert) = book.apply(key, t, *diff, &city) else { continue };
-                            lp::alert_line(key, alert.state.as_str(), alert.severity, t, &city, &mut buf);
-                            let json = serde_json::to_string(&alert).unwrap_or_default();
-                            alerts_json.push_str(&json);
-                            alerts_json.push('\n');
-                            if let Ok(mut b) = board.write() {
-                                b.alert(&alert);
-                            }
-                            published.push(json);
-                            transitions.fetch_add(1, Ordering::Relaxed);
-                        }
-                        _ if *diff > 0 => lp::encode(out, &city, &cfg, &mut buf),
-                        _ => {}
+                let (n, alerts) = book.render(t, &mut records, &city, &cfg, &mut buf);
+                {
+                    let mut b = board.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    b.apply(&records);
+                    for alert in &alerts {
+                        b.alert(alert);
                     }
                 }
-                if let Ok(mut b) = board.write() {
-                    b.apply(&records);
-                }
-                for json in published {
+                let mut alerts_json = String::new();
+                for alert in &alerts {
+                    let json = serde_json::to_string(alert).unwrap_or_default();
+                    alerts_json.push_str(&json);
+                    alerts_json.push('\n');
                     let _ = alert_tx.send(Arc::new(json));
                 }
-                points.fetch_add(buf.lines().count() as u64, Ordering::Relaxed);
+                points.fetch_add(n, Ordering::Relaxed);
+                transitions.fetch_add(alerts.len() as u64, Ordering::Relaxed);
                 lp_files.write(buf.as_bytes())?;
                 lp_files.flush()?;
                 if !alerts_json.is_empty() {
                     alert_file.write(alerts_json.as_bytes())?;
                     alert_file.flush()?;
                 }
-                if influx_tx.is_some() && !buf.is_empty() {
-                    let _ = lp_tx.send(buf).await;
+                if let Some(tx) = lp_tx.as_ref().filter(|_| !buf.is_empty()) {
+                    let _ = tx.send(buf).await;
                 }
             }
             drop(lp_tx);
@@ -207,11 +201,10 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     };
 
     // Demo: the embedded broker.
-    let mut mqtt_cfg = s.mqtt.clone();
+    let mqtt_cfg = s.mqtt.clone();
     if opts.demo.is_some() {
         crate::broker::start_embedded(mqtt_cfg.port)?;
     }
-    mqtt_cfg.client_id = format!("{}-{}", mqtt_cfg.client_id, std::process::id());
     let ingest = MqttIngest::start(&mqtt_cfg, &s.topic_prefix, live.sender())?;
     let mqtt_metrics = ingest.metrics();
 
@@ -223,14 +216,16 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     });
 
     // The API.
-    let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
         city: city.clone(),
         cfg: cfg.clone(),
         city_geojson: Arc::new(city_text),
         board: board.clone(),
         alert_tx: alert_tx.clone(),
-        ready: ready.clone(),
+        ready: {
+            let m = mqtt_metrics.clone();
+            Arc::new(move || m.connected.load(Ordering::Relaxed))
+        },
         metrics: Arc::new(render_metrics(
             live_metrics.clone(),
             mqtt_metrics.clone(),
@@ -251,15 +246,6 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
             })
             .await
     });
-    {
-        let (ready, m) = (ready.clone(), mqtt_metrics.clone());
-        tokio::spawn(async move {
-            loop {
-                ready.store(m.connected.load(Ordering::Relaxed), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-    }
     eprintln!(
         "citybrain: API on http://{addr}/ (try /api/traffic/districts, /api/alerts, /ws/alerts, /metrics)"
     );

@@ -301,6 +301,13 @@ fn mqtt_through_a_broker_restart_loses_nothing_and_matches_replay() {
     assert_eq!(live_windows(&delivered, &city), replay_windows("mqtt", &geojson, &lines, 1));
 }
 
+/// The `citybrain` binary, its summary on stderr captured.
+fn citybrain() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_citybrain"));
+    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    c
+}
+
 /// GETs a JSON document from the service.
 async fn get_json(port: u16, path: &str) -> serde_json::Value {
     reqwest::get(format!("http://127.0.0.1:{port}{path}")).await.unwrap().json().await.unwrap()
@@ -326,13 +333,11 @@ fn demo_serves_indicators_and_alerts_and_exits_cleanly() {
     let dir = common::scratch("demo");
     let (mqtt, http) = (free_port(), free_port());
     // 120 simulated seconds per second: the blocked lane (minute 10) is raised 5 s later.
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_citybrain"))
+    let child = citybrain()
         .args(["demo", "--duration", "16", "--speed", "120", "--mqtt-port", &mqtt.to_string()])
         .args(["--http", &format!("127.0.0.1:{http}")])
         .arg("--data-dir")
         .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     rt.block_on(async {
@@ -402,11 +407,9 @@ fn run_with_mosquitto_and_victoria_metrics() {
         url = vm.url(),
     );
     std::fs::write(dir.join("citybrain.toml"), config).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_citybrain"))
+    let child = citybrain()
         .args(["run", "--duration", "12", "--config"])
         .arg(dir.join("citybrain.toml"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     rt.block_on(async {

@@ -159,10 +159,16 @@ impl MqttIngest {
     }
 
     /// Disconnects and stops the task (unacknowledged messages stay with the broker).
-    pub async fn shutdown(self) {
-        let _ = self.client.disconnect().await;
-        if tokio::time::timeout(Duration::from_secs(5), self.task).await.is_err() {
-            tracing::warn!("MQTT client did not stop within 5 s");
+    ///
+    /// When the broker cannot be reached the disconnect never completes: after 5 s the task is
+    /// stopped anyway, which also releases its handle on the live driver's queue (the driver's
+    /// shutdown waits for every sender to be gone).
+    pub async fn shutdown(mut self) {
+        let _ = self.client.try_disconnect();
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.task).await.is_err() {
+            tracing::warn!("MQTT client did not stop within 5 s (broker unreachable?); stopping it");
+            self.task.abort();
+            let _ = (&mut self.task).await;
         }
     }
 }

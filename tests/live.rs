@@ -476,3 +476,28 @@ fn a_burst_of_batches_is_never_judged_late() {
     );
     assert_eq!(metrics.accepted.load(std::sync::atomic::Ordering::Relaxed), lines.len() as u64);
 }
+
+#[test]
+fn run_without_a_broker_stops_cleanly() {
+    // Nothing listens on the broker port: the service keeps retrying, reports not ready, and
+    // still shuts down on time (the MQTT task is stopped, releasing the dataflow's queue).
+    let dir = common::scratch("nobroker");
+    let (geojson, ..) = scenario(1);
+    std::fs::write(dir.join("city.geojson"), &geojson).unwrap();
+    let config = format!(
+        "city = {:?}\ndata_dir = {:?}\n[mqtt]\nport = {}\n[http]\nlisten = \"127.0.0.1:{}\"\n",
+        dir.join("city.geojson").display().to_string(),
+        dir.join("data").display().to_string(),
+        free_port(),
+        free_port()
+    );
+    std::fs::write(dir.join("citybrain.toml"), config).unwrap();
+    let started = Instant::now();
+    let out = citybrain()
+        .args(["run", "--duration", "2", "--config"])
+        .arg(dir.join("citybrain.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(30), "shutdown hung");
+}

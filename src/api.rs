@@ -1,105 +1,503 @@
-//! The HTTP and websocket API (axum): health, metrics, the city, latest indicators, alerts.
+//! The HTTP and websocket API (axum): CONTRACT §8.
 //!
-//! [`app`] builds the router from an [`AppState`], so tests call it without a socket. The state's
-//! [`Board`] holds the latest value of every indicator and the active alerts; the service's output
-//! consumer updates it from the dataflow's results ([`Board::apply`]) and publishes every alert
-//! transition on a broadcast channel that `/ws/alerts` clients follow. A client that falls behind
-//! the broadcast (`Lagged`) is told so and sent a fresh snapshot — it never stalls silently.
+//! [`app`] builds the router from an [`AppState`], so tests call it without a socket. Routes and
+//! who may call them:
 //!
-//! Access control (bearer tokens, roles, officers' cells) arrives with the alerts issue; until
-//! then every route is open, so bind the API to loopback (the default).
+//! | route | token | roles |
+//! |---|---|---|
+//! | `GET /healthz`, `/readyz`, `/metrics`, `/api/openapi.json` | none | — |
+//! | `GET /api/city` | bearer | ops, officer |
+//! | `GET /api/traffic/segments`, `/api/traffic/districts` | bearer | ops |
+//! | `GET /api/alerts`, `POST /api/alerts/{id}/ack`, `GET /ws/alerts` | bearer | ops; officer (own cells) |
+//! | `GET /ws/live` | bearer | ops |
+//! | `POST /api/ingest/{topic…}` | bearer | ingest, ops |
+//!
+//! A missing or unknown token gets 401, a token outside its scope 403 (an officer asking for
+//! another officer's cell, or acknowledging an alert there, included). The OpenAPI description
+//! is generated from the handlers' annotations (utoipa) by the same router that serves them.
+//! Request bodies are limited (`http.max_body_bytes`, `http.max_ingest_bytes`), websockets are
+//! limited in number (`http.max_ws_connections`; beyond it 503), and no CORS header is sent
+//! unless `http.cors_origins` lists origins.
+//!
+//! [`Board`] holds the latest value of every indicator; the service's output consumer updates it
+//! from the dataflow's results ([`Board::apply`]) and `/ws/live` clients follow its version.
 
-use crate::alerts::{Alert, AlertState};
+use crate::alerts::Alert;
+use crate::auth::{Caller, Role, Tokens};
+use crate::config::HttpConfig;
+use crate::hub::store::{HistoryQuery, StoredTransition};
+use crate::hub::{AlertFilter, Hub, HubError, Published, Scope};
+use crate::live::{Message, Refused};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection as WsRejection;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use citybrain_dataflows::city::Idx;
+use citybrain_dataflows::event::{Reason, Rejected};
 use citybrain_dataflows::pipeline::Out;
-use citybrain_dataflows::traffic::{DistSum, FlowSum, level, tpi_level};
+use citybrain_dataflows::traffic::{DistSum, FlowSum, Win, level, tpi_level};
 use citybrain_dataflows::{CityModel, Config, Ms};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
-use tokio::sync::broadcast;
+use futures_util::SinkExt;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, broadcast, watch};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-/// The latest indicators and the active alerts.
-#[derive(Default)]
+/// The latest indicators, with a version per change so `/ws/live` can send only what changed.
 pub struct Board {
-    segments: HashMap<Idx, (Ms, FlowSum)>,
-    districts: HashMap<Idx, (Ms, DistSum)>,
-    active: BTreeMap<String, Alert>,
+    city: Arc<CityModel>,
+    cfg: Arc<Config>,
+    segments: HashMap<Idx, SegmentEntry>,
+    districts: HashMap<Idx, (Ms, DistSum, u64)>,
+    version: u64,
+    clock: Ms,
+}
+
+struct SegmentEntry {
+    start: Ms,
+    sum: FlowSum,
+    level: u8,
+    /// The board version at which `level` last changed.
+    level_version: u64,
 }
 
 impl Board {
+    /// An empty board for `city`.
+    pub fn new(city: Arc<CityModel>, cfg: Arc<Config>) -> Board {
+        Board { city, cfg, segments: HashMap::new(), districts: HashMap::new(), version: 0, clock: 0 }
+    }
+
     /// Applies one completed event time's output (consolidated): newer windows replace older
-    /// ones; alert transitions update the active set.
-    pub fn apply(&mut self, records: &[(Out, isize)]) {
+    /// ones. Returns the new version.
+    pub fn apply(&mut self, t: Ms, records: &[(Out, isize)]) -> u64 {
+        self.clock = self.clock.max(t);
+        let v = self.version + 1;
+        let mut changed = false;
         for (out, diff) in records {
             match out {
                 Out::Segment(w, sum) if *diff > 0 => {
-                    let e = self.segments.entry(w.seg).or_insert((w.start, *sum));
-                    if w.start >= e.0 {
-                        *e = (w.start, *sum);
+                    let seg = &self.city.segments[w.seg as usize];
+                    let lvl = level(sum, seg.road_class, &self.cfg.traffic);
+                    let e = self.segments.entry(w.seg).or_insert(SegmentEntry {
+                        start: w.start,
+                        sum: *sum,
+                        level: 0,
+                        level_version: v,
+                    });
+                    if w.start >= e.start {
+                        if e.level != lvl {
+                            e.level_version = v;
+                        }
+                        *e = SegmentEntry {
+                            start: w.start,
+                            sum: *sum,
+                            level: lvl,
+                            level_version: e.level_version,
+                        };
+                        changed = true;
                     }
                 }
                 Out::District(w, sum) if *diff > 0 => {
-                    let e = self.districts.entry(w.district).or_insert((w.start, *sum));
+                    let e = self.districts.entry(w.district).or_insert((w.start, *sum, v));
                     if w.start >= e.0 {
-                        *e = (w.start, *sum);
+                        *e = (w.start, *sum, v);
+                        changed = true;
                     }
                 }
                 _ => {}
             }
         }
+        if changed {
+            self.version = v;
+        }
+        self.version
     }
 
-    /// Records an alert transition.
-    pub fn alert(&mut self, alert: &Alert) {
-        if alert.state == AlertState::Cleared {
-            self.active.remove(&alert.id);
-        } else {
-            self.active.insert(alert.id.clone(), alert.clone());
+    fn segment_row(&self, i: Idx, e: &SegmentEntry) -> SegmentRow {
+        let seg = &self.city.segments[i as usize];
+        SegmentRow {
+            segment: seg.id.clone(),
+            district: self.city.districts[seg.district as usize].id.clone(),
+            road_class: seg.road_class.as_str(),
+            window: "5m",
+            ts: e.start,
+            count: e.sum.count,
+            flow_vph: e.sum.flow_vph(Win::M5),
+            occupancy: e.sum.occupancy(),
+            speed_kmh: e.sum.speed_kmh(),
+            tti: e.sum.speed_kmh().filter(|v| *v > 0.0).map(|v| seg.speed_limit_kmh / v),
+            level: e.level,
+        }
+    }
+
+    fn district_row(&self, i: Idx, start: Ms, sum: &DistSum) -> DistrictRow {
+        let tpi = sum.tpi(&self.cfg.traffic);
+        DistrictRow {
+            district: self.city.districts[i as usize].id.clone(),
+            name: self.city.districts[i as usize].name.clone(),
+            window: "5m",
+            ts: start,
+            tpi,
+            level: tpi_level(tpi),
+            speed_kmh: sum.speed_kmh(),
+            congested_km: sum.congested_km(),
+        }
+    }
+
+    /// Segment rows (all, or those whose level changed after version `since`), by segment.
+    fn segments(&self, since: Option<u64>) -> Vec<SegmentRow> {
+        let mut ids: Vec<Idx> = self
+            .segments
+            .iter()
+            .filter(|(_, e)| since.is_none_or(|v| e.level_version > v))
+            .map(|(i, _)| *i)
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|i| self.segment_row(i, &self.segments[&i])).collect()
+    }
+
+    /// District rows (all, or those updated after version `since`), by district.
+    fn districts(&self, since: Option<u64>) -> Vec<DistrictRow> {
+        let mut ids: Vec<Idx> =
+            self.districts.iter().filter(|(_, e)| since.is_none_or(|v| e.2 > v)).map(|(i, _)| *i).collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .map(|i| {
+                let (start, sum, _) = &self.districts[&i];
+                self.district_row(i, *start, sum)
+            })
+            .collect()
+    }
+
+    /// City-wide figures for dashboards.
+    fn kpis(&self, active_alerts: u64) -> Kpis {
+        let n = self.districts.len().max(1) as f64;
+        Kpis {
+            clock: self.clock,
+            active_alerts,
+            congested_km: self.districts.values().map(|(_, s, _)| s.congested_km()).sum(),
+            mean_tpi: self.districts.values().map(|(_, s, _)| s.tpi(&self.cfg.traffic)).sum::<f64>() / n,
         }
     }
 }
+
+/// A row of `/api/traffic/segments`: the latest 5-minute window of a segment (`traffic_segment`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SegmentRow {
+    /// Segment id.
+    pub segment: String,
+    /// District id.
+    pub district: String,
+    /// Road class.
+    pub road_class: &'static str,
+    /// Window length.
+    pub window: &'static str,
+    /// Window start, epoch ms.
+    pub ts: Ms,
+    /// Vehicles counted.
+    pub count: i64,
+    /// Flow, vehicles per hour.
+    pub flow_vph: f64,
+    /// Occupancy, 0..1.
+    pub occupancy: Option<f64>,
+    /// Mean speed, km/h (absent without vehicles).
+    pub speed_kmh: Option<f64>,
+    /// Travel time index: speed limit / speed.
+    pub tti: Option<f64>,
+    /// Congestion level 1 (畅通) … 5 (严重拥堵).
+    pub level: u8,
+}
+
+/// A row of `/api/traffic/districts`: the latest 5-minute window of a district.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DistrictRow {
+    /// District id.
+    pub district: String,
+    /// District name.
+    pub name: String,
+    /// Window length.
+    pub window: &'static str,
+    /// Window start, epoch ms.
+    pub ts: Ms,
+    /// Traffic performance index, 0–10.
+    pub tpi: f64,
+    /// Level 1–5 of the index.
+    pub level: u8,
+    /// Length-weighted mean speed, km/h.
+    pub speed_kmh: Option<f64>,
+    /// Congested road length, km.
+    pub congested_km: f64,
+}
+
+/// City-wide figures of `/ws/live`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Kpis {
+    /// The latest event time the indicators reflect, epoch ms.
+    pub clock: Ms,
+    /// Active alerts.
+    pub active_alerts: u64,
+    /// Congested road length across the city, km.
+    pub congested_km: f64,
+    /// Mean district traffic performance index.
+    pub mean_tpi: f64,
+}
+
+/// Hands `POST /api/ingest` payloads to the live dataflow; emptied at shutdown so the dataflow
+/// can finish (it waits for every sender to be gone).
+pub type IngestGate = Arc<Mutex<Option<crate::live::LiveSender>>>;
 
 /// Everything the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     /// The city model.
     pub city: Arc<CityModel>,
-    /// Dataflow settings (bands for levels).
-    pub cfg: Arc<Config>,
     /// The city model file as served by `/api/city`.
     pub city_geojson: Arc<String>,
-    /// Latest indicators and active alerts.
+    /// Latest indicators.
     pub board: Arc<RwLock<Board>>,
-    /// Every alert transition, as JSON, for `/ws/alerts`.
-    pub alert_tx: broadcast::Sender<Arc<String>>,
+    /// The board's version, bumped by the output consumer after each change (`/ws/live`).
+    pub board_version: watch::Receiver<u64>,
+    /// The alert hub.
+    pub hub: Arc<Hub>,
+    /// The configured tokens.
+    pub tokens: Arc<Tokens>,
+    /// `[http]` settings.
+    pub http: Arc<HttpConfig>,
+    /// The topic prefix, for `POST /api/ingest/{topic…}`.
+    pub topic_prefix: Arc<String>,
+    /// The live dataflow's input (None once shutting down).
+    pub ingest: IngestGate,
+    /// Keeps what `POST /api/ingest` cannot take (not JSON) in the dead-letter store.
+    pub reject: crate::live::RejectSink,
     /// Whether the service is ready (dataflow running, input connected).
     pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
     /// Renders the Prometheus text of `/metrics`.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Websocket slots.
+    pub ws_slots: Arc<Semaphore>,
 }
 
-/// The router.
+impl AppState {
+    /// A state serving `hub` and the city in `city_geojson`, with no dataflow behind it: an empty
+    /// board, no ingestion (503), always ready, empty metrics. For tests and the alert benchmark;
+    /// the service fills in the rest.
+    pub fn standalone(
+        city_geojson: String,
+        hub: Arc<Hub>,
+        tokens: Tokens,
+        http: HttpConfig,
+    ) -> Result<AppState, citybrain_dataflows::city::CityError> {
+        let city = Arc::new(CityModel::from_geojson_str(&city_geojson)?);
+        let cfg = Arc::new(Config::default());
+        let (_, board_version) = watch::channel(0); // never changes
+        Ok(AppState {
+            board: Arc::new(RwLock::new(Board::new(city.clone(), cfg))),
+            city,
+            city_geojson: Arc::new(city_geojson),
+            board_version,
+            hub,
+            tokens: Arc::new(tokens),
+            ws_slots: Arc::new(Semaphore::new(http.max_ws_connections)),
+            http: Arc::new(http),
+            topic_prefix: Arc::new("city/".into()),
+            ingest: Arc::new(Mutex::new(None)),
+            reject: Arc::new(|_: &str, _: &[u8], _: &Rejected| {}),
+            ready: Arc::new(|| true),
+            metrics: Arc::new(String::new),
+        })
+    }
+}
+
+/// An error answer: a status and `{"error": "…"}`.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 401: no token or an unknown one.
+    Unauthorized(&'static str),
+    /// 403: outside the token's scope.
+    Forbidden(String),
+    /// 400.
+    BadRequest(String),
+    /// 404.
+    NotFound(String),
+    /// 409.
+    Conflict(String),
+    /// 503, with `Retry-After`.
+    Unavailable(String),
+    /// 500.
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, msg) = match self {
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.to_string()),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
+        };
+        let mut resp = (status, Json(json!({ "error": msg }))).into_response();
+        let headers = resp.headers_mut();
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                headers
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"citybrain\""));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(e: HubError) -> Self {
+        use crate::hub::lifecycle::AckError;
+        match e {
+            HubError::Ack(AckError::NotFound) => ApiError::NotFound(e.to_string()),
+            HubError::Ack(AckError::AlreadyAcknowledged(_)) => ApiError::Conflict(e.to_string()),
+            HubError::Forbidden => ApiError::Forbidden(e.to_string()),
+            HubError::NoStore => ApiError::NotFound(e.to_string()),
+            HubError::Store(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// The authenticated caller of a protected route (extractor: 401 when the token is missing or
+/// unknown). The token itself is dropped here; only its name and role travel on.
+pub struct Authed(pub Arc<Caller>);
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let token = match header {
+            Some(h) => {
+                let t = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "));
+                Some(
+                    t.ok_or(ApiError::Unauthorized("the Authorization header must be `Bearer TOKEN`"))?
+                        .to_string(),
+                )
+            }
+            None if s.http.ws_query_token && parts.uri.path().starts_with("/ws/") => {
+                url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+                    .find(|(k, _)| k == "token")
+                    .map(|(_, v)| v.into_owned())
+            }
+            None => None,
+        };
+        let token = token.ok_or(ApiError::Unauthorized("a bearer token is required"))?;
+        s.tokens.check(&token).map(Authed).ok_or(ApiError::Unauthorized("unknown token"))
+    }
+}
+
+impl Authed {
+    /// 403 unless the caller has one of `roles` (ops always passes).
+    fn require(&self, roles: &[Role]) -> Result<&Caller, ApiError> {
+        if self.0.role == Role::Ops || roles.contains(&self.0.role) {
+            Ok(&self.0)
+        } else {
+            Err(ApiError::Forbidden(format!("the {} role may not use this route", self.0.role.as_str())))
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "citybrain", description = "The city operations API (CONTRACT §8). Protected routes take `Authorization: Bearer TOKEN`."),
+    paths(ingest),
+    modifiers(&BearerAuth),
+    components(schemas(Alert, StoredTransition, SegmentRow, DistrictRow, Kpis))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The router: every route of §8 so far, with the OpenAPI description generated from it.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/city", get(city))
-        .route("/api/traffic/segments", get(segments))
-        .route("/api/traffic/districts", get(districts))
-        .route("/api/alerts", get(alerts))
-        .route("/ws/alerts", get(ws_alerts))
-        .with_state(state)
+    let ingest_limit = state.http.max_ingest_bytes;
+    let body_limit = state.http.max_body_bytes;
+    let cors = cors_layer(&state.http.cors_origins);
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(city))
+        .routes(routes!(segments))
+        .routes(routes!(districts))
+        .routes(routes!(alerts))
+        .routes(routes!(ack))
+        .routes(routes!(ws_alerts))
+        .routes(routes!(ws_live))
+        .split_for_parts();
+    // `{*topic}` spans several path segments, which the OpenAPI path cannot say: this route is
+    // registered by hand and described through `ApiDoc`'s `paths(ingest)`.
+    let ingest_router: Router<AppState> =
+        Router::new().route("/api/ingest/{*topic}", axum::routing::post(ingest));
+    let api = Arc::new(api);
+    let router = router
+        .layer(DefaultBodyLimit::max(body_limit))
+        .merge(ingest_router.layer(DefaultBodyLimit::max(ingest_limit)))
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move || {
+                let api = api.clone();
+                async move { Json(api.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .with_state(state);
+    match cors {
+        Some(c) => router.layer(c),
+        None => router,
+    }
 }
 
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(list)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+    )
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "The process is up")))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: the dataflow runs and the broker is connected.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "Ready"), (status = 503, description = "Starting or disconnected")))]
 async fn readyz(State(s): State<AppState>) -> Response {
     if (s.ready)() {
         (StatusCode::OK, "ready\n").into_response()
@@ -108,150 +506,316 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
+/// Metrics of every stage, Prometheus text format.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 async fn metrics(State(s): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], (s.metrics)()).into_response()
 }
 
-async fn city(State(s): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "application/geo+json")], s.city_geojson.as_str().to_owned()).into_response()
+/// The city model (GeoJSON, CONTRACT §3).
+#[utoipa::path(get, path = "/api/city", security(("bearer" = [])),
+    responses((status = 200, description = "GeoJSON FeatureCollection", content_type = "application/geo+json"), (status = 401), (status = 403)))]
+async fn city(auth: Authed, State(s): State<AppState>) -> Result<Response, ApiError> {
+    auth.require(&[Role::Officer])?;
+    Ok(([(header::CONTENT_TYPE, "application/geo+json")], s.city_geojson.as_str().to_owned()).into_response())
 }
 
 fn read_board(s: &AppState) -> std::sync::RwLockReadGuard<'_, Board> {
     s.board.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-async fn segments(State(s): State<AppState>) -> Json<Vec<Value>> {
-    let board = read_board(&s);
-    let mut rows: Vec<(Idx, Value)> = board
-        .segments
-        .iter()
-        .map(|(&i, (start, sum))| {
-            let seg = &s.city.segments[i as usize];
-            let row = json!({
-                "segment": seg.id,
-                "district": s.city.districts[seg.district as usize].id,
-                "road_class": seg.road_class.as_str(),
-                "window": "5m",
-                "ts": start,
-                "count": sum.count,
-                "flow_vph": sum.flow_vph(citybrain_dataflows::traffic::Win::M5),
-                "occupancy": sum.occupancy(),
-                "speed_kmh": sum.speed_kmh(),
-                "tti": sum.speed_kmh().filter(|v| *v > 0.0).map(|v| seg.speed_limit_kmh / v),
-                "level": level(sum, seg.road_class, &s.cfg.traffic),
-            });
-            (i, row)
-        })
-        .collect();
-    rows.sort_by_key(|(i, _)| *i);
-    Json(rows.into_iter().map(|(_, r)| r).collect())
+/// The latest 5-minute window of every segment.
+#[utoipa::path(get, path = "/api/traffic/segments", security(("bearer" = [])),
+    responses((status = 200, body = [SegmentRow]), (status = 401), (status = 403)))]
+async fn segments(auth: Authed, State(s): State<AppState>) -> Result<Json<Vec<SegmentRow>>, ApiError> {
+    auth.require(&[])?;
+    Ok(Json(read_board(&s).segments(None)))
 }
 
-async fn districts(State(s): State<AppState>) -> Json<Vec<Value>> {
-    let board = read_board(&s);
-    let mut rows: Vec<(Idx, Value)> = board
-        .districts
-        .iter()
-        .map(|(&i, (start, sum))| {
-            let tpi = sum.tpi(&s.cfg.traffic);
-            let row = json!({
-                "district": s.city.districts[i as usize].id,
-                "name": s.city.districts[i as usize].name,
-                "window": "5m",
-                "ts": start,
-                "tpi": tpi,
-                "level": tpi_level(tpi),
-                "speed_kmh": sum.speed_kmh(),
-                "congested_km": sum.congested_km(),
-            });
-            (i, row)
-        })
-        .collect();
-    rows.sort_by_key(|(i, _)| *i);
-    Json(rows.into_iter().map(|(_, r)| r).collect())
+/// The latest 5-minute window of every district (traffic performance index).
+#[utoipa::path(get, path = "/api/traffic/districts", security(("bearer" = [])),
+    responses((status = 200, body = [DistrictRow]), (status = 401), (status = 403)))]
+async fn districts(auth: Authed, State(s): State<AppState>) -> Result<Json<Vec<DistrictRow>>, ApiError> {
+    auth.require(&[])?;
+    Ok(Json(read_board(&s).districts(None)))
 }
 
-/// Filters of `/api/alerts` and `/ws/alerts`.
-#[derive(Debug, Default, Deserialize)]
-pub struct AlertFilter {
-    /// `active` (default; raised or acknowledged) — history arrives with the alert store.
+/// The query of `GET /api/alerts` (and the filters of `/ws/alerts`).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AlertQuery {
+    /// `active` (default: the current active set), or `raised`, `acknowledged`, `cleared`,
+    /// `all`: the stored history of transitions into that state (any state for `all`).
     pub state: Option<String>,
-    /// Domain (`traffic`, …).
+    /// Domains, comma-separated.
     pub domain: Option<String>,
-    /// Severity (`info`, `warning`, `critical`).
+    /// Severities, comma-separated.
     pub severity: Option<String>,
-    /// Cell id.
+    /// Cell ids, comma-separated (an officer may name only their own cells).
     pub cell: Option<String>,
+    /// From this event time (epoch ms or RFC 3339): raise time for active alerts, transition
+    /// time for history.
+    pub since: Option<String>,
+    /// Before this event time (epoch ms or RFC 3339).
+    pub until: Option<String>,
+    /// History paging: only transitions with `seq` above this (pass the last `seq` you got).
+    pub after: Option<u64>,
+    /// History page size, at most 1000. Default 100.
+    pub limit: Option<usize>,
 }
 
-impl AlertFilter {
-    /// Whether an alert passes the filter.
-    pub fn matches(&self, a: &Alert) -> bool {
-        let state_ok = match self.state.as_deref() {
-            None | Some("active") => a.state != AlertState::Cleared,
-            Some(other) => a.state.as_str() == other,
-        };
-        state_ok
-            && self.domain.as_deref().is_none_or(|d| a.domain == d)
-            && self.severity.as_deref().is_none_or(|v| a.severity == v)
-            && self.cell.as_deref().is_none_or(|c| a.cell.as_deref() == Some(c))
+fn split(list: &Option<String>) -> Option<Vec<String>> {
+    list.as_deref().filter(|l| !l.is_empty()).map(|l| l.split(',').map(|x| x.trim().to_string()).collect())
+}
+
+fn parse_time(name: &str, v: &Option<String>) -> Result<Option<Ms>, ApiError> {
+    let Some(v) = v.as_deref().filter(|v| !v.is_empty()) else { return Ok(None) };
+    if let Ok(ms) = v.parse::<Ms>() {
+        return Ok(Some(ms));
+    }
+    citybrain_dataflows::time::parse_rfc3339(v)
+        .map(|ts| Some(ts.0))
+        .map_err(|e| ApiError::BadRequest(format!("`{name}`: expected epoch ms or RFC 3339 ({e})")))
+}
+
+impl AlertQuery {
+    /// The filter, after checking the named cells are within the caller's scope.
+    fn filter(&self, scope: &Scope) -> Result<AlertFilter, ApiError> {
+        for c in split(&self.cell).unwrap_or_default() {
+            if !scope.allows_cell(&c) {
+                return Err(ApiError::Forbidden(format!("cell {c} is not one of your cells")));
+            }
+        }
+        if let Some(bad) = split(&self.severity)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|v| crate::alerts::Severity::parse(v).is_none())
+        {
+            return Err(ApiError::BadRequest(format!("unknown severity {bad:?}")));
+        }
+        Ok(AlertFilter {
+            domain: self.domain.clone(),
+            severity: self.severity.clone(),
+            cell: self.cell.clone(),
+        })
     }
 }
 
-fn snapshot(s: &AppState, f: &AlertFilter) -> Vec<Alert> {
-    read_board(s).active.values().filter(|a| f.matches(a)).cloned().collect()
-}
-
-async fn alerts(State(s): State<AppState>, Query(f): Query<AlertFilter>) -> Json<Vec<Alert>> {
-    Json(snapshot(&s, &f))
-}
-
-async fn ws_alerts(
-    ws: WebSocketUpgrade,
+/// Alerts: the active set, or the history of transitions (`state` other than `active`).
+#[utoipa::path(get, path = "/api/alerts", security(("bearer" = [])), params(AlertQuery),
+    responses((status = 200, description = "Active alerts (state=active) or stored transitions with `seq` and `ts`", body = [Alert]),
+        (status = 400), (status = 401), (status = 403)))]
+async fn alerts(
+    auth: Authed,
     State(s): State<AppState>,
-    Query(f): Query<AlertFilter>,
-) -> Response {
-    // Subscribe before the upgrade completes, so no transition falls between snapshot and stream.
-    let rx = s.alert_tx.subscribe();
-    ws.on_upgrade(move |socket| follow_alerts(socket, s, f, rx))
+    Query(q): Query<AlertQuery>,
+) -> Result<Response, ApiError> {
+    let caller = auth.require(&[Role::Officer])?;
+    let scope = caller.scope();
+    let filter = q.filter(&scope)?;
+    let (since, until) = (parse_time("since", &q.since)?, parse_time("until", &q.until)?);
+    match q.state.as_deref().unwrap_or("active") {
+        "active" => {
+            let mut list = s.hub.active(&scope, &filter);
+            list.retain(|a| since.is_none_or(|t| a.raised_ts >= t) && until.is_none_or(|t| a.raised_ts < t));
+            Ok(Json(list).into_response())
+        }
+        st => {
+            let state = match st {
+                "all" => None,
+                other => Some(
+                    crate::alerts::AlertState::parse(other)
+                        .ok_or_else(|| ApiError::BadRequest(format!("unknown state {other:?}")))?,
+                ),
+            };
+            let cells = match (&scope, split(&q.cell)) {
+                (_, Some(list)) => Some(list),
+                (Scope::Cells(mine), None) => Some(mine.iter().cloned().collect()),
+                (Scope::All, None) => None,
+            };
+            let query = HistoryQuery {
+                state,
+                domains: split(&q.domain),
+                severities: split(&q.severity),
+                cells,
+                since,
+                until,
+                after: q.after,
+                limit: q.limit.unwrap_or(100).clamp(1, 1000),
+            };
+            Ok(Json(s.hub.history(&query)?).into_response())
+        }
+    }
+}
+
+/// The body of an acknowledgement.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct AckBody {
+    /// An optional note (what is being done).
+    pub note: Option<String>,
+}
+
+/// Acknowledges an active alert; every client sees the transition.
+#[utoipa::path(post, path = "/api/alerts/{id}/ack", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The alert id")), request_body(content = Option<AckBody>),
+    responses((status = 200, body = Alert), (status = 401), (status = 403), (status = 404), (status = 409)))]
+async fn ack(
+    auth: Authed,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Alert>, ApiError> {
+    let caller = auth.require(&[Role::Officer])?;
+    let body: AckBody = if body.iter().all(u8::is_ascii_whitespace) {
+        AckBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?
+    };
+    Ok(Json(s.hub.ack(&id, &caller.name, body.note, &caller.scope())?))
+}
+
+/// Takes the payload of one topic of §2 (one JSON object or an array of them) over HTTP.
+#[utoipa::path(post, path = "/api/ingest/{topic}", security(("bearer" = [])),
+    params(("topic" = String, Path, description = "The full topic, e.g. city/traffic/detector/d-17")),
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 202, description = "Queued for the dataflow; invalid elements go to the dead-letter store"),
+        (status = 400, description = "Not JSON (dead-lettered)"), (status = 401), (status = 403), (status = 413),
+        (status = 503, description = "The dataflow is busy or stopping: retry")))]
+async fn ingest(
+    auth: Authed,
+    State(s): State<AppState>,
+    Path(topic): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    auth.require(&[Role::Ingest])?;
+    if !topic.starts_with(s.topic_prefix.as_str()) {
+        return Err(ApiError::BadRequest(format!("topic must start with {}", s.topic_prefix)));
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+        let why = Rejected::new(Reason::MalformedJson, e.to_string());
+        (s.reject)(&topic, &body, &why);
+        return Err(ApiError::BadRequest(format!("payload is not JSON: {e}")));
+    }
+    let sender = s.ingest.lock().ok().and_then(|g| g.clone());
+    let sender = sender.ok_or_else(|| ApiError::Unavailable("shutting down".into()))?;
+    match sender.try_send(Message { topic, payload: body.to_vec() }) {
+        Ok(()) => Ok((StatusCode::ACCEPTED, Json(json!({"queued": true}))).into_response()),
+        Err(Refused::Full(_)) => Err(ApiError::Unavailable("the dataflow is busy; retry".into())),
+        Err(Refused::Stopped) => Err(ApiError::Unavailable("shutting down".into())),
+    }
+}
+
+/// Alert transitions as they happen: a snapshot of the active alerts the caller may see, then
+/// every transition (`{"type":"transition","seq":…,"alert":{…}}`), heartbeats, and acks as
+/// messages (`{"type":"ack","id":…,"note":…}`). Filters: `domain`, `severity`, `cell`.
+#[utoipa::path(get, path = "/ws/alerts", security(("bearer" = [])), params(AlertQuery),
+    responses((status = 101, description = "Websocket"), (status = 401), (status = 403), (status = 503, description = "Too many websockets")))]
+async fn ws_alerts(
+    auth: Authed,
+    ws: Result<WebSocketUpgrade, WsRejection>,
+    State(s): State<AppState>,
+    Query(q): Query<AlertQuery>,
+) -> Result<Response, ApiError> {
+    auth.require(&[Role::Officer])?;
+    let ws = ws.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let caller = auth.0.clone();
+    let filter = q.filter(&caller.scope())?;
+    let permit = s
+        .ws_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Unavailable("too many websocket connections".into()))?;
+    // Snapshot and subscription are taken together, under the hub's lock: nothing falls between.
+    let (snapshot, rx) = s.hub.subscribe(&caller.scope(), &filter);
+    Ok(ws.on_upgrade(move |socket| async move {
+        follow_alerts(socket, s, caller, filter, snapshot, rx).await;
+        drop(permit);
+    }))
+}
+
+/// A message from a websocket client.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMsg {
+    Ack { id: String, note: Option<String> },
+    Ping,
+}
+
+fn snapshot_text(alerts: &[Alert]) -> String {
+    json!({"type": "snapshot", "alerts": alerts}).to_string()
 }
 
 async fn follow_alerts(
     mut socket: WebSocket,
     s: AppState,
-    f: AlertFilter,
-    mut rx: broadcast::Receiver<Arc<String>>,
+    caller: Arc<Caller>,
+    filter: AlertFilter,
+    snapshot: Vec<Alert>,
+    mut rx: broadcast::Receiver<Arc<Published>>,
 ) {
-    let send_snapshot =
-        |s: &AppState, f: &AlertFilter| json!({"type": "snapshot", "alerts": snapshot(s, f)}).to_string();
-    if socket.send(WsMessage::Text(send_snapshot(&s, &f).into())).await.is_err() {
+    let scope = caller.scope();
+    if socket.send(WsMessage::Text(snapshot_text(&snapshot).into())).await.is_err() {
         return;
     }
+    let period = Duration::from_secs(s.http.ws_heartbeat_s.max(1));
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let wanted = |p: &Published| scope.allows(&p.alert) && filter.matches(&p.alert);
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
-                Ok(json) => {
-                    let Ok(alert) = serde_json::from_str::<Value>(&json) else { continue };
-                    if !filter_json(&f, &alert) {
-                        continue;
+                Ok(p) => {
+                    // Send everything already waiting, then flush once.
+                    let mut batch = vec![p];
+                    while batch.len() < 256 {
+                        match rx.try_recv() {
+                            Ok(p) => batch.push(p),
+                            Err(_) => break,
+                        }
                     }
-                    let text = json!({"type": "transition", "alert": alert}).to_string();
-                    if socket.send(WsMessage::Text(text.into())).await.is_err() {
+                    let mut sent = false;
+                    for p in batch.iter().filter(|p| wanted(p)) {
+                        if socket.feed(WsMessage::Text(p.text.clone().into())).await.is_err() {
+                            return;
+                        }
+                        sent = true;
+                    }
+                    if sent && socket.flush().await.is_err() {
                         return;
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    // Fell behind: say so and start again from a fresh snapshot.
+                    // Fell behind: say so and start again from a fresh snapshot and subscription.
+                    let (snap, fresh) = s.hub.subscribe(&scope, &filter);
+                    rx = fresh;
                     let notice = json!({"type": "lagged", "missed": missed}).to_string();
                     if socket.send(WsMessage::Text(notice.into())).await.is_err()
-                        || socket.send(WsMessage::Text(send_snapshot(&s, &f).into())).await.is_err()
+                        || socket.send(WsMessage::Text(snapshot_text(&snap).into())).await.is_err()
                     {
                         return;
                     }
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
+            _ = heartbeat.tick() => {
+                let beat = json!({"type": "heartbeat", "seq": s.hub.seq()}).to_string();
+                if socket.send(WsMessage::Text(beat.into())).await.is_err() {
+                    return;
+                }
+            }
             incoming = socket.recv() => match incoming {
+                Some(Ok(WsMessage::Text(text))) => {
+                    let reply = match serde_json::from_str::<ClientMsg>(&text) {
+                        Ok(ClientMsg::Ack { id, note }) => match s.hub.ack(&id, &caller.name, note, &scope) {
+                            Ok(_) => json!({"type": "ack_result", "id": id, "ok": true}),
+                            Err(e) => json!({"type": "ack_result", "id": id, "ok": false, "error": e.to_string()}),
+                        },
+                        Ok(ClientMsg::Ping) => json!({"type": "pong", "seq": s.hub.seq()}),
+                        Err(e) => json!({"type": "error", "error": format!("unreadable message: {e}")}),
+                    };
+                    if socket.send(WsMessage::Text(reply.to_string().into())).await.is_err() {
+                        return;
+                    }
+                }
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => {}
             },
@@ -259,14 +823,76 @@ async fn follow_alerts(
     }
 }
 
-fn filter_json(f: &AlertFilter, a: &Value) -> bool {
-    let field = |k: &str| a.get(k).and_then(Value::as_str);
-    let state_ok = match f.state.as_deref() {
-        None | Some("active") => true, // a stream of transitions includes the clears
-        Some(st) => field("state") == Some(st),
-    };
-    state_ok
-        && f.domain.as_deref().is_none_or(|d| field("domain") == Some(d))
-        && f.severity.as_deref().is_none_or(|v| field("severity") == Some(v))
-        && f.cell.as_deref().is_none_or(|c| field("cell") == Some(c))
+/// Indicator updates for dashboards: a snapshot (districts, segment levels, city figures), then
+/// at most one update per `http.live_interval_ms` (default 1 s) carrying the districts whose
+/// window changed, the segments whose level changed and the city figures.
+#[utoipa::path(get, path = "/ws/live", security(("bearer" = [])),
+    responses((status = 101, description = "Websocket"), (status = 401), (status = 403), (status = 503, description = "Too many websockets")))]
+async fn ws_live(
+    auth: Authed,
+    ws: Result<WebSocketUpgrade, WsRejection>,
+    State(s): State<AppState>,
+) -> Result<Response, ApiError> {
+    auth.require(&[])?;
+    let ws = ws.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let permit = s
+        .ws_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Unavailable("too many websocket connections".into()))?;
+    Ok(ws.on_upgrade(move |socket| async move {
+        follow_live(socket, s).await;
+        drop(permit);
+    }))
+}
+
+fn live_message(s: &AppState, since: Option<u64>) -> (u64, String) {
+    let board = read_board(s);
+    let kind = if since.is_some() { "update" } else { "snapshot" };
+    let text = json!({
+        "type": kind,
+        "version": board.version,
+        "districts": board.districts(since),
+        "segments": board.segments(since),
+        "kpis": board.kpis(s.hub.metrics().active.load(std::sync::atomic::Ordering::Relaxed)),
+    })
+    .to_string();
+    (board.version, text)
+}
+
+async fn follow_live(mut socket: WebSocket, s: AppState) {
+    let mut version_rx = s.board_version.clone();
+    let (mut sent_version, text) = live_message(&s, None);
+    if socket.send(WsMessage::Text(text.into())).await.is_err() {
+        return;
+    }
+    let interval = Duration::from_millis(s.http.live_interval_ms.max(1));
+    let mut last_sent = Instant::now();
+    let mut updating = true;
+    loop {
+        tokio::select! {
+            changed = version_rx.changed(), if updating => {
+                if changed.is_err() {
+                    updating = false; // no more updates (shutting down): keep the socket
+                    continue;
+                }
+                // Throttle: at most one update per interval, carrying everything since the last.
+                let wait = interval.saturating_sub(last_sent.elapsed());
+                tokio::time::sleep(wait).await;
+                let (v, text) = live_message(&s, Some(sent_version));
+                if v == sent_version {
+                    continue;
+                }
+                if socket.send(WsMessage::Text(text.into())).await.is_err() {
+                    return;
+                }
+                sent_version = v;
+                last_sent = Instant::now();
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
 }

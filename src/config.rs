@@ -30,19 +30,106 @@ struct FileConfig {
     influxdb: Option<InfluxConfig>,
     http: HttpConfig,
     live: LiveConfig,
+    auth: AuthConfig,
+    alerts: AlertsConfig,
 }
 
 /// `[http]`: the API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Listen address. Default `127.0.0.1:8080` (loopback: authentication arrives with the alerts issue).
+    /// Listen address. Default `127.0.0.1:8080`.
     pub listen: String,
+    /// Largest request body of the JSON actions (acks, …), bytes. Default 64 KiB.
+    pub max_body_bytes: usize,
+    /// Largest body of `POST /api/ingest/…`, bytes. Default 16 MiB (a batch of readings).
+    pub max_ingest_bytes: usize,
+    /// Open websockets at most (further upgrades get 503). Default 4096.
+    pub max_ws_connections: usize,
+    /// Seconds between heartbeats on a websocket. Default 15.
+    pub ws_heartbeat_s: u64,
+    /// Least time between two `/ws/live` updates to one client, ms. Default 1000.
+    pub live_interval_ms: u64,
+    /// Whether websockets may pass the token as `?token=` (browsers cannot set headers on a
+    /// websocket; the token then shows in URLs). Default true.
+    pub ws_query_token: bool,
+    /// Origins allowed by CORS (e.g. `["https://ops.example.org"]`). Default none: no CORS
+    /// headers, so browsers only let pages served by citybrain itself call the API.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:8080".into() }
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 64 << 10,
+            max_ingest_bytes: 16 << 20,
+            max_ws_connections: 4096,
+            ws_heartbeat_s: 15,
+            live_interval_ms: 1000,
+            ws_query_token: true,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// `[auth]`: who may call the API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `[[auth.tokens]]`: the tokens, as hashes with roles (see `citybrain token --help`).
+    /// Default none: every protected route answers 401.
+    pub tokens: Vec<crate::auth::TokenConfig>,
+}
+
+/// `[alerts]`: the alert hub.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// A clear followed by a re-raise within this many seconds of event time keeps the alert
+    /// (no storm). Default 120; 0 publishes every clear at once.
+    pub hold_down_s: u64,
+    /// Seconds of event time after which an unacknowledged alert escalates (severity one step
+    /// up, re-sent). Default 900; 0 never escalates.
+    pub escalate_after_s: u64,
+    /// After a restart, stored alerts the dataflow has not raised again within this many
+    /// seconds of event time are cleared. Default 900.
+    pub restore_grace_s: u64,
+    /// Days of event time the transition history is kept. Default 90.
+    pub history_days: u64,
+    /// Transitions a websocket client may fall behind before it is re-sent a snapshot.
+    /// Default 65536.
+    pub broadcast_capacity: usize,
+    /// Whether transitions are published to MQTT (`{prefix}alerts/{domain}/{cell}`). Default true.
+    pub mqtt_outlet: bool,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            hold_down_s: 120,
+            escalate_after_s: 900,
+            restore_grace_s: 900,
+            history_days: 90,
+            broadcast_capacity: 65536,
+            mqtt_outlet: true,
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// The hub's options.
+    pub fn hub_options(&self) -> crate::hub::HubOptions {
+        let s = |secs: u64| secs.saturating_mul(1000);
+        crate::hub::HubOptions {
+            policy: crate::hub::lifecycle::Policy {
+                hold_down_ms: s(self.hold_down_s),
+                escalate_after_ms: (self.escalate_after_s > 0).then(|| s(self.escalate_after_s)),
+                restore_grace_ms: s(self.restore_grace_s),
+            },
+            history_ms: s(self.history_days.saturating_mul(86_400)),
+            broadcast_capacity: self.broadcast_capacity,
+        }
     }
 }
 
@@ -96,6 +183,10 @@ pub struct Settings {
     pub http: HttpConfig,
     /// `[live]`.
     pub live: LiveConfig,
+    /// `[auth]`.
+    pub auth: AuthConfig,
+    /// `[alerts]`.
+    pub alerts: AlertsConfig,
 }
 
 impl Settings {
@@ -137,6 +228,14 @@ impl Settings {
         if let Some(influx) = &influxdb {
             crate::sink::influx::check_url(&influx.url)?;
         }
+        if file.http.max_ws_connections == 0
+            || file.http.ws_heartbeat_s == 0
+            || file.alerts.broadcast_capacity == 0
+        {
+            bail!(
+                "config keys `http.max_ws_connections`, `http.ws_heartbeat_s` and `alerts.broadcast_capacity` must be at least 1"
+            );
+        }
         if file.live.tick_ms == 0 || file.live.workers == 0 {
             bail!("config keys `live.tick_ms` and `live.workers` must be at least 1");
         }
@@ -151,6 +250,8 @@ impl Settings {
             influxdb,
             http: file.http,
             live: file.live,
+            auth: file.auth,
+            alerts: file.alerts,
         })
     }
 }

@@ -7,7 +7,10 @@
 //! * [`runtime`] — the per-worker round loop every driver shares.
 //! * [`live`] — the live driver: messages in, rounds on a wall-clock tick, idle clock.
 //! * [`mqtt`] — MQTT ingestion (rumqttc) into the live driver.
-//! * [`alerts`] — alert transitions and the alert objects of the contract.
+//! * [`alerts`] — the dataflow's alert transitions as alert objects of the contract.
+//! * [`hub`] — the alert hub: lifecycle (acks, hold-down, escalation), the SQLite store, fan-out
+//!   to websockets, files and the MQTT outlet.
+//! * [`auth`] — bearer tokens and roles.
 //! * [`sink`] — InfluxDB v2 (batched, retried, spooled).
 //! * [`deadletter`] — the bounded, rotated dead-letter store (personal ids pseudonymized).
 //! * [`api`] — the HTTP and websocket API (axum).
@@ -16,15 +19,18 @@
 //!
 //! Where to look: a topic is decoded in `dataflows/src/event.rs`; indicators are computed in
 //! `dataflows/src/traffic.rs` (one module per domain); alerts are raised by the rule functions at
-//! the end of each domain module and turned into alert objects in [`alerts`].
+//! the end of each domain module, turned into alert objects in [`alerts`] and given their
+//! lifecycle in [`hub`].
 #![warn(missing_docs)]
 
 pub mod alerts;
 pub mod api;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod deadletter;
 pub mod demo;
+pub mod hub;
 pub mod live;
 pub mod mqtt;
 pub mod replay;

@@ -93,6 +93,23 @@ enum Command {
         #[arg(long, default_value_t = (citybrain::replay::BLOCK_BYTES / 1024) as u64, value_name = "KIB")]
         batch_kib: u64,
     },
+    /// Make an API access token: prints the token (give it to its user; it is shown once) and
+    /// the `[[auth.tokens]]` entry for citybrain.toml, which holds only its SHA-256.
+    ///
+    /// Roles: `ops` (everything), `officer` (the alerts of the officer's cells; needs
+    /// --officer, an id from the city model's `cell.officers`), `ingest` (only
+    /// `POST /api/ingest/{topic…}`).
+    Token {
+        /// The token's role.
+        #[arg(long, value_enum)]
+        role: citybrain::auth::Role,
+        /// The officer id (role officer).
+        #[arg(long, value_name = "ID")]
+        officer: Option<String>,
+        /// A name for logs and `acked_by` (default: the officer id or the role).
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 fn default_workers() -> usize {
@@ -153,6 +170,24 @@ fn run(cli: Cli) -> Result<()> {
                 duration: seconds(duration)?,
                 demo: Some(citybrain::service::DemoOptions { speed }),
             })
+        }
+        Command::Token { role, officer, name } => {
+            use citybrain::auth::Role;
+            if (role == Role::Officer) != officer.is_some() {
+                anyhow::bail!("--officer ID is required for role officer, and only allowed there");
+            }
+            let token = citybrain::auth::generate();
+            println!("token: {token}\n");
+            println!("[[auth.tokens]]");
+            if let Some(n) = name {
+                println!("name = {n:?}");
+            }
+            println!("role = \"{}\"", role.as_str());
+            if let Some(o) = officer {
+                println!("officer = {o:?}");
+            }
+            println!("sha256 = \"{}\"", citybrain::auth::hash(&token));
+            Ok(())
         }
         Command::Run { config, duration } => {
             let settings = Settings::load(Some(&config))?;

@@ -1,7 +1,9 @@
 //! MQTT ingestion: city topics from a broker into the live dataflow.
 //!
-//! One rumqttc client with a persistent session (`clean_session = false`) subscribes to
-//! `{prefix}#` at QoS 1, and subscribes again on *every* ConnAck (a broker that restarted has
+//! One rumqttc client with a persistent session (`clean_session = false`) subscribes to the
+//! input families `{prefix}traffic/#`, `{prefix}emergency/#`, `{prefix}grid/#` and
+//! `{prefix}health/#` at QoS 1 (not `{prefix}#`: the alert outlet publishes under
+//! `{prefix}alerts/`, which is output, not input), and subscribes again on *every* ConnAck (a broker that restarted has
 //! forgotten the subscription; rumqtt issue #250). The event loop is polled continuously in its
 //! own task; after an error it waits with jittered exponential backoff (100 ms doubling to 5 s)
 //! before polling again, which reconnects.
@@ -78,6 +80,21 @@ pub struct MqttIngest {
     task: JoinHandle<()>,
 }
 
+impl MqttConfig {
+    /// Client options for this broker under `client_id`: keep-alive, packet size and
+    /// credentials (the password from `CITYBRAIN_MQTT_PASSWORD` when set).
+    pub fn options(&self, client_id: String) -> MqttOptions {
+        let mut opts = MqttOptions::new(client_id, self.host.clone(), self.port);
+        opts.set_keep_alive(Duration::from_secs(self.keep_alive_s.max(5)))
+            .set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes);
+        let password = std::env::var("CITYBRAIN_MQTT_PASSWORD").ok().or_else(|| self.password.clone());
+        if let Some(user) = self.username.clone() {
+            opts.set_credentials(user, password.unwrap_or_default());
+        }
+        opts
+    }
+}
+
 impl MqttIngest {
     /// Connects (in the background) and starts feeding `sender` with every message under
     /// `topic_prefix` (e.g. `city/`).
@@ -85,18 +102,17 @@ impl MqttIngest {
         if cfg.host.is_empty() {
             anyhow::bail!("config key `mqtt.host`: must not be empty");
         }
-        let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
-        opts.set_clean_session(false)
-            .set_manual_acks(true)
-            .set_keep_alive(Duration::from_secs(cfg.keep_alive_s.max(5)))
-            .set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes);
-        let password = std::env::var("CITYBRAIN_MQTT_PASSWORD").ok().or_else(|| cfg.password.clone());
-        if let Some(user) = cfg.username.clone() {
-            opts.set_credentials(user, password.unwrap_or_default());
-        }
+        let mut opts = cfg.options(cfg.client_id.clone());
+        opts.set_clean_session(false).set_manual_acks(true);
         let (client, mut eventloop) = AsyncClient::new(opts, 1024);
         let metrics = Arc::new(MqttMetrics::default());
-        let filter = format!("{topic_prefix}#");
+        let filters: Vec<rumqttc::SubscribeFilter> = ["traffic", "emergency", "grid", "health"]
+            .iter()
+            .map(|family| {
+                rumqttc::SubscribeFilter::new(format!("{topic_prefix}{family}/#"), QoS::AtLeastOnce)
+            })
+            .collect();
+        let filter = format!("{topic_prefix}{{traffic,emergency,grid,health}}/#");
         let (c, m) = (client.clone(), metrics.clone());
         let task = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
@@ -107,7 +123,7 @@ impl MqttIngest {
                         m.connects.fetch_add(1, Ordering::Relaxed);
                         m.connected.store(true, Ordering::Relaxed);
                         tracing::info!(filter, "MQTT connected; subscribing");
-                        if c.try_subscribe(filter.clone(), QoS::AtLeastOnce).is_ok() {
+                        if c.try_subscribe_many(filters.clone()).is_ok() {
                             m.subscriptions.fetch_add(1, Ordering::Relaxed);
                         }
                     }

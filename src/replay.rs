@@ -29,7 +29,7 @@ use citybrain_dataflows::pipeline::Out;
 use citybrain_dataflows::pseudonym::Pseudonymizer;
 use citybrain_dataflows::time::{Ms, window_end};
 use citybrain_dataflows::traffic::Win;
-use citybrain_dataflows::{CityModel, Config};
+use citybrain_dataflows::{CityModel, Config, lp};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -296,8 +296,9 @@ fn write_outputs(
         match msg {
             ToWriter::Batch(t, mut records) => {
                 let (points, transitions) = book.render(t, &mut records, city, cfg, &mut buf);
-                totals.points += points;
+                totals.points += points + transitions.len() as u64;
                 for alert in transitions {
+                    lp::alert_line(&alert, t, &mut buf);
                     if alert.state == AlertState::Raised {
                         totals.raised += 1;
                     } else {
@@ -417,7 +418,9 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
         let (deliver_tx, deliver_cutoff) = (tx.clone(), cutoff.clone());
         let mut rounds =
             WorkerRounds::new(worker, city.clone(), cfg.clone(), clock.clone(), move |t, records| {
+                // Replay has no timers outside the dataflow: progress markers (empty) are skipped.
                 if t <= deliver_cutoff.load(Ordering::Acquire)
+                    && !records.is_empty()
                     && let Some(tx) = deliver_tx.as_ref()
                 {
                     let _ = tx.send(ToWriter::Batch(t, records));

@@ -14,8 +14,10 @@
 
 use crate::alerts::AlertBook;
 use crate::api::{AppState, Board};
+use crate::auth::{Role, TokenConfig, Tokens};
 use crate::config::Settings;
 use crate::deadletter::DeadLetterStore;
+use crate::hub::Hub;
 use crate::live::{Live, LiveMetrics, LiveOptions};
 use crate::mqtt::{MqttIngest, MqttMetrics};
 use crate::sink::files::RotatingFile;
@@ -29,7 +31,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 /// What to run.
 pub struct ServiceOptions {
@@ -60,8 +62,57 @@ pub struct ServiceReport {
     pub rejected: u64,
     /// Line-protocol points written.
     pub points: u64,
-    /// Alert transitions.
+    /// Alert transitions published by the hub.
     pub alert_transitions: u64,
+}
+
+/// The tokens `demo` makes for itself (CONTRACT §5).
+struct DemoTokens {
+    ops: String,
+    officer_id: String,
+    officer: String,
+}
+
+impl DemoTokens {
+    /// An ops token and a token for the first officer (by id) the city model names.
+    fn new(city: &CityModel) -> DemoTokens {
+        let officer_id =
+            city.officers().map(|(o, _)| o.to_string()).min().unwrap_or_else(|| "officer-1".into());
+        DemoTokens { ops: crate::auth::generate(), officer_id, officer: crate::auth::generate() }
+    }
+
+    fn config(&self) -> [TokenConfig; 2] {
+        [
+            TokenConfig {
+                name: Some("demo-ops".into()),
+                role: Role::Ops,
+                officer: None,
+                sha256: crate::auth::hash(&self.ops),
+            },
+            TokenConfig {
+                name: None,
+                role: Role::Officer,
+                officer: Some(self.officer_id.clone()),
+                sha256: crate::auth::hash(&self.officer),
+            },
+        ]
+    }
+
+    /// Writes `DATA_DIR/tokens.env` (owner-only where the OS allows).
+    fn write(&self, data_dir: &std::path::Path) -> Result<PathBuf> {
+        let path = data_dir.join("tokens.env");
+        let text = format!(
+            "CITYBRAIN_OPS_TOKEN={}\nCITYBRAIN_OFFICER_ID={}\nCITYBRAIN_OFFICER_TOKEN={}\n",
+            self.ops, self.officer_id, self.officer
+        );
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        }
+        Ok(path)
+    }
 }
 
 fn wall_ms() -> Ms {
@@ -114,6 +165,26 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
 
     let influx_metrics = influx.as_ref().map(InfluxSink::metrics);
 
+    // Access control and the alert hub.
+    let demo_tokens = opts.demo.as_ref().map(|_| DemoTokens::new(&city));
+    let mut token_cfg = s.auth.tokens.clone();
+    token_cfg.extend(demo_tokens.iter().flat_map(DemoTokens::config));
+    let tokens = Arc::new(Tokens::new(&token_cfg, &city).context("config section [auth]")?);
+    if tokens.is_empty() {
+        tracing::warn!("no [[auth.tokens]] configured: every protected route answers 401");
+    }
+    let hub =
+        Arc::new(Hub::open(Some(&data_dir.join("alerts.db")), &s.alerts.hub_options()).with_context(
+            || format!("cannot open the alert store {}", data_dir.join("alerts.db").display()),
+        )?);
+    let hub_metrics = hub.metrics();
+    let (active_at_start, outlet_rx) = hub.outlet();
+    let mqtt_outlet = s.alerts.mqtt_outlet.then(|| {
+        let (snapshot, rx) = hub.outlet();
+        crate::hub::outlet::start(&s.mqtt, &s.topic_prefix, snapshot, rx)
+    });
+    drop(active_at_start);
+
     // The dataflow.
     let (out_tx, mut out_rx) = mpsc::channel::<(Ms, Vec<(Out, isize)>)>(64);
     let speed = opts.demo.as_ref().map(|d| d.speed).unwrap_or(1.0);
@@ -137,14 +208,14 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     )?;
     let live_metrics = live.metrics();
 
-    // The output consumer.
-    let board = Arc::new(RwLock::new(Board::default()));
-    let (alert_tx, _) = broadcast::channel::<Arc<String>>(1024);
+    // The output consumer: dataflow results → board, hub; hub transitions → files, InfluxDB.
+    let board = Arc::new(RwLock::new(Board::new(city.clone(), cfg.clone())));
+    let (version_tx, version_rx) = watch::channel(0u64);
     let points = Arc::new(AtomicU64::new(0));
-    let transitions = Arc::new(AtomicU64::new(0));
     let consumer = {
-        let (board, alert_tx, city, cfg) = (board.clone(), alert_tx.clone(), city.clone(), cfg.clone());
-        let (points, transitions) = (points.clone(), transitions.clone());
+        let (board, hub, city, cfg, points) =
+            (board.clone(), hub.clone(), city.clone(), cfg.clone(), points.clone());
+        let mut outlet_rx = outlet_rx;
         // Line protocol for InfluxDB goes through its own task, so a slow server only slows that.
         let (lp_tx, influx_task) = match influx {
             Some(sink) => {
@@ -163,27 +234,41 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
         };
         tokio::spawn(async move {
             let mut book = AlertBook::default();
-            while let Some((t, mut records)) = out_rx.recv().await {
+            let mut open = true;
+            while open {
                 let mut buf = String::new();
-                let (n, alerts) = book.render(t, &mut records, &city, &cfg, &mut buf);
-                {
-                    let mut b = board.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-                    b.apply(&records);
-                    for alert in &alerts {
-                        b.alert(alert);
-                    }
+                let mut published = Vec::new();
+                tokio::select! {
+                    batch = out_rx.recv() => match batch {
+                        Some((t, mut records)) => {
+                            let (n, raw) = book.render(t, &mut records, &city, &cfg, &mut buf);
+                            points.fetch_add(n, Ordering::Relaxed);
+                            if n > 0 {
+                                let mut b = board.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                                version_tx.send_replace(b.apply(t, &records));
+                            }
+                            hub.apply(t, raw);
+                        }
+                        None => open = false, // the dataflow has ended
+                    },
+                    // Between batches: acknowledgements.
+                    Some(p) = outlet_rx.recv() => published.push(p),
+                }
+                // Everything the hub published since, in order: `alert` points and alerts.jsonl.
+                while let Ok(p) = outlet_rx.try_recv() {
+                    published.push(p);
                 }
                 let mut alerts_json = String::new();
-                for alert in &alerts {
-                    let json = serde_json::to_string(alert).unwrap_or_default();
-                    alerts_json.push_str(&json);
+                for p in &published {
+                    citybrain_dataflows::lp::alert_line(&p.alert, p.time, &mut buf);
+                    alerts_json.push_str(&serde_json::to_string(&p.alert).unwrap_or_default());
                     alerts_json.push('\n');
-                    let _ = alert_tx.send(Arc::new(json));
                 }
-                points.fetch_add(n, Ordering::Relaxed);
-                transitions.fetch_add(alerts.len() as u64, Ordering::Relaxed);
-                lp_files.write(buf.as_bytes())?;
-                lp_files.flush()?;
+                points.fetch_add(published.len() as u64, Ordering::Relaxed);
+                if !buf.is_empty() {
+                    lp_files.write(buf.as_bytes())?;
+                    lp_files.flush()?;
+                }
                 if !alerts_json.is_empty() {
                     alert_file.write(alerts_json.as_bytes())?;
                     alert_file.flush()?;
@@ -206,6 +291,7 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
         crate::broker::start_embedded(mqtt_cfg.port)?;
     }
     let ingest = MqttIngest::start(&mqtt_cfg, &s.topic_prefix, live.sender())?;
+    let http_ingest: crate::api::IngestGate = Arc::new(Mutex::new(Some(live.sender())));
     let mqtt_metrics = ingest.metrics();
 
     // Demo: the simulator, publishing in (accelerated) real time.
@@ -218,20 +304,31 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     // The API.
     let state = AppState {
         city: city.clone(),
-        cfg: cfg.clone(),
         city_geojson: Arc::new(city_text),
         board: board.clone(),
-        alert_tx: alert_tx.clone(),
+        board_version: version_rx,
+        hub: hub.clone(),
+        tokens: tokens.clone(),
+        http: Arc::new(s.http.clone()),
+        topic_prefix: Arc::new(s.topic_prefix.clone()),
+        ingest: http_ingest.clone(),
+        reject: {
+            let dl = dead.clone();
+            Arc::new(move |topic: &str, raw: &[u8], rej: &Rejected| record_dead(&dl, topic, raw, rej))
+        },
+        ws_slots: Arc::new(tokio::sync::Semaphore::new(s.http.max_ws_connections)),
         ready: {
             let m = mqtt_metrics.clone();
             Arc::new(move || m.connected.load(Ordering::Relaxed))
         },
-        metrics: Arc::new(render_metrics(
-            live_metrics.clone(),
-            mqtt_metrics.clone(),
-            influx_metrics,
-            dead.clone(),
-        )),
+        metrics: Arc::new(render_metrics(Stages {
+            live: live_metrics.clone(),
+            mqtt: mqtt_metrics.clone(),
+            influx: influx_metrics,
+            dead: dead.clone(),
+            hub: hub_metrics.clone(),
+            outlet: mqtt_outlet.as_ref().map(|(m, _)| m.clone()),
+        })),
     };
     let listener = tokio::net::TcpListener::bind(&s.http.listen)
         .await
@@ -256,9 +353,19 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
         data_dir.display(),
         data_dir.display()
     );
-    eprintln!(
-        "citybrain: access tokens arrive with authentication (next issue); the API is open on loopback"
-    );
+    eprintln!("citybrain: alerts stored in {}", data_dir.join("alerts.db").display());
+    if let Some(t) = &demo_tokens {
+        let path = t.write(&data_dir)?;
+        eprintln!("citybrain: dashboard  http://{addr}/  (the pages arrive with the dashboard issue)");
+        eprintln!("citybrain: ops token      {}", t.ops);
+        eprintln!("citybrain: officer {:<7} {}", t.officer_id, t.officer);
+        eprintln!("citybrain: tokens written to {}", path.display());
+        eprintln!(
+            "citybrain: try  curl -H \"Authorization: Bearer $CITYBRAIN_OPS_TOKEN\" http://{addr}/api/alerts"
+        );
+    } else {
+        eprintln!("citybrain: {} access token(s) configured", tokens.len());
+    }
 
     // Run until Ctrl-C or the duration.
     let started = Instant::now();
@@ -289,10 +396,21 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     ingest.shutdown().await;
+    http_ingest.lock().unwrap_or_else(|p| p.into_inner()).take();
     tokio::task::spawn_blocking(move || live.shutdown()).await.context("dataflow shutdown")??;
     consumer.await.context("output consumer")??;
+    let transitions = hub_metrics.transitions.load(Ordering::Relaxed);
+    // Websocket clients hold the server open: give them 5 s, then close it.
     let _ = http_stop_tx.send(true);
-    let _ = server.await;
+    let mut server = server;
+    if tokio::time::timeout(Duration::from_secs(5), &mut server).await.is_err() {
+        server.abort();
+    }
+    // The MQTT outlet ends with the hub (whose last holders were the API and the consumer).
+    drop(hub);
+    if let Some((_, task)) = mqtt_outlet {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     if let Ok(mut d) = dead.lock() {
         let _ = d.flush();
     }
@@ -301,17 +419,23 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
         accepted: live_metrics.accepted.load(Ordering::Relaxed),
         rejected: live_metrics.rejected.load(Ordering::Relaxed),
         points: points.load(Ordering::Relaxed),
-        alert_transitions: transitions.load(Ordering::Relaxed),
+        alert_transitions: transitions,
     })
 }
 
-/// Renders `/metrics` (Prometheus text exposition format) from the stages' counters.
-fn render_metrics(
+/// The counters of every stage, for `/metrics`.
+struct Stages {
     live: Arc<LiveMetrics>,
     mqtt: Arc<MqttMetrics>,
     influx: Option<Arc<InfluxMetrics>>,
     dead: Arc<Mutex<DeadLetterStore>>,
-) -> impl Fn() -> String + Send + Sync {
+    hub: Arc<crate::hub::HubMetrics>,
+    outlet: Option<Arc<crate::hub::outlet::OutletMetrics>>,
+}
+
+/// Renders `/metrics` (Prometheus text exposition format) from the stages' counters.
+fn render_metrics(st: Stages) -> impl Fn() -> String + Send + Sync {
+    let Stages { live, mqtt, influx, dead, hub, outlet } = st;
     move || {
         use std::fmt::Write;
         let mut out = String::new();
@@ -377,6 +501,50 @@ fn render_metrics(
             "The largest event time seen (epoch ms).",
             &[(none(), max)],
         );
+        for (name, kind, help, v) in [
+            (
+                "citybrain_alert_transitions_total",
+                "counter",
+                "Alert transitions published by the hub.",
+                &hub.transitions,
+            ),
+            ("citybrain_alert_acks_total", "counter", "Alerts acknowledged.", &hub.acks),
+            (
+                "citybrain_alert_escalations_total",
+                "counter",
+                "Alerts escalated for being unacknowledged.",
+                &hub.escalations,
+            ),
+            (
+                "citybrain_alert_flaps_total",
+                "counter",
+                "Re-raises kept within the hold-down (no new alert).",
+                &hub.flaps,
+            ),
+            (
+                "citybrain_alert_store_errors_total",
+                "counter",
+                "Failed writes to the alert store.",
+                &hub.store_errors,
+            ),
+            ("citybrain_alerts_active", "gauge", "Active alerts.", &hub.active),
+        ] {
+            metric(name, kind, help, &[(none(), g(v))]);
+        }
+        if let Some(o) = &outlet {
+            metric(
+                "citybrain_alert_mqtt_published_total",
+                "counter",
+                "Alert transitions published to MQTT.",
+                &[(none(), g(&o.published))],
+            );
+            metric(
+                "citybrain_alert_mqtt_dropped_total",
+                "counter",
+                "Alert transitions not published to MQTT (broker unreachable; the retained sets recover).",
+                &[(none(), g(&o.dropped))],
+            );
+        }
         if let Some(i) = &influx {
             metric(
                 "citybrain_influx_lines_written_total",

@@ -308,9 +308,22 @@ fn citybrain() -> std::process::Command {
     c
 }
 
-/// GETs a JSON document from the service.
-async fn get_json(port: u16, path: &str) -> serde_json::Value {
-    reqwest::get(format!("http://127.0.0.1:{port}{path}")).await.unwrap().json().await.unwrap()
+/// GETs a JSON document from the service with a bearer token.
+async fn get_json(port: u16, path: &str, token: &str) -> serde_json::Value {
+    let resp = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    resp.json().await.unwrap()
+}
+
+/// The tokens `demo` wrote to DATA_DIR/tokens.env.
+fn demo_tokens(dir: &std::path::Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(dir.join("tokens.env")).unwrap();
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 async fn wait_ready(port: u16) {
@@ -342,8 +355,38 @@ fn demo_serves_indicators_and_alerts_and_exits_cleanly() {
         .unwrap();
     rt.block_on(async {
         wait_ready(http).await;
+        let tokens = demo_tokens(&dir);
+        let ops = tokens["CITYBRAIN_OPS_TOKEN"].clone();
+        assert!(
+            tokens["CITYBRAIN_OFFICER_TOKEN"].starts_with("cb_")
+                && !tokens["CITYBRAIN_OFFICER_ID"].is_empty()
+        );
+        // Without a token: 401.
+        let anon = reqwest::get(format!("http://127.0.0.1:{http}/api/alerts")).await.unwrap();
+        assert_eq!(anon.status(), 401);
+        // The MQTT outlet: alert transitions under city/alerts/….
+        let mut opts = rumqttc::MqttOptions::new("demo-alert-listener", "127.0.0.1", mqtt);
+        opts.set_max_packet_size(16 << 20, 16 << 20);
+        let (outlet_client, mut outlet_loop) = rumqttc::AsyncClient::new(opts, 100);
+        outlet_client.subscribe("city/alerts/#", rumqttc::QoS::AtLeastOnce).await.unwrap();
+        let outlet = tokio::spawn(async move {
+            loop {
+                match outlet_loop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))
+                        if !p.topic.ends_with("/active")
+                            && String::from_utf8_lossy(&p.payload).contains("traffic.incident") =>
+                    {
+                        return p.topic;
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
         let (mut ws, _) =
-            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{http}/ws/alerts")).await.unwrap();
+            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{http}/ws/alerts?token={ops}"))
+                .await
+                .unwrap();
         let first: serde_json::Value =
             serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
         assert_eq!(first["type"], "snapshot");
@@ -361,14 +404,16 @@ fn demo_serves_indicators_and_alerts_and_exits_cleanly() {
         }
         let incident = incident.expect("no traffic.incident transition on /ws/alerts");
         assert_eq!(incident["state"], "raised");
-        let active = get_json(http, "/api/alerts?state=active&domain=traffic").await;
+        let active = get_json(http, "/api/alerts?state=active&domain=traffic", &ops).await;
         assert!(active.as_array().unwrap().iter().any(|a| a["id"] == incident["id"]));
-        let districts = get_json(http, "/api/traffic/districts").await;
+        let topic = tokio::time::timeout(Duration::from_secs(5), outlet).await.unwrap().unwrap();
+        assert!(topic.starts_with("city/alerts/traffic/"), "{topic}");
+        let districts = get_json(http, "/api/traffic/districts", &ops).await;
         assert_eq!(districts.as_array().unwrap().len(), 9, "{districts}");
         assert!(districts[0]["tpi"].is_number() && districts[0]["level"].is_number());
-        let segments = get_json(http, "/api/traffic/segments").await;
+        let segments = get_json(http, "/api/traffic/segments", &ops).await;
         assert_eq!(segments.as_array().unwrap().len(), 120);
-        let city = get_json(http, "/api/city").await;
+        let city = get_json(http, "/api/city", &ops).await;
         assert_eq!(city["type"], "FeatureCollection");
         let metrics =
             reqwest::get(format!("http://127.0.0.1:{http}/metrics")).await.unwrap().text().await.unwrap();

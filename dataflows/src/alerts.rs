@@ -5,8 +5,12 @@
 //! can never raise twice and clears itself. Everything that does not change while an alert is
 //! active (its id, domain, severity, cell, district and message) is derived from the key and
 //! the city model here, so the alert service and any test see the same text.
+//!
+//! [`Alert`] is the alert object of the contract (§7) that every outlet carries: `--alerts-out`,
+//! the websockets, the MQTT outlet, the `alert` measurement and the alert store.
 
 use crate::city::{CityModel, Idx};
+use crate::time::Ms;
 use serde::{Deserialize, Serialize};
 
 /// The alert rules.
@@ -49,6 +53,7 @@ impl Rule {
 
 /// Alert severities, in increasing order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum Severity {
@@ -65,6 +70,128 @@ impl Severity {
             Severity::Warning => "warning",
             Severity::Critical => "critical",
         }
+    }
+
+    /// The severity an escalation raises this one to (critical stays critical).
+    pub fn escalated(self) -> Severity {
+        match self {
+            Severity::Info => Severity::Warning,
+            Severity::Warning | Severity::Critical => Severity::Critical,
+        }
+    }
+
+    /// Parses a contract name.
+    pub fn parse(name: &str) -> Option<Severity> {
+        match name {
+            "info" => Some(Severity::Info),
+            "warning" => Some(Severity::Warning),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// The lifecycle states of an alert (§7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// The condition holds and nobody has acknowledged it yet.
+    Raised,
+    /// Someone acknowledged it while it holds.
+    Acknowledged,
+    /// The condition stopped holding.
+    Cleared,
+}
+
+impl AlertState {
+    /// The contract's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Raised => "raised",
+            AlertState::Acknowledged => "acknowledged",
+            AlertState::Cleared => "cleared",
+        }
+    }
+
+    /// Parses a contract name.
+    pub fn parse(name: &str) -> Option<AlertState> {
+        match name {
+            "raised" => Some(AlertState::Raised),
+            "acknowledged" => Some(AlertState::Acknowledged),
+            "cleared" => Some(AlertState::Cleared),
+            _ => None,
+        }
+    }
+}
+
+/// One alert object (§7), as carried by every transition. The fields after `message` extend the
+/// contract and are left out of the JSON while unset, so a plain dataflow transition serializes
+/// exactly as the contract shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Alert {
+    /// Stable per (rule, subject): `rule:subject…`.
+    pub id: String,
+    /// Rule name, e.g. `traffic.incident`.
+    pub rule: String,
+    /// Current severity (raised by an escalation).
+    pub severity: Severity,
+    /// State after this transition.
+    pub state: AlertState,
+    /// Domain: `traffic`, `emergency`, `grid` or `health`.
+    pub domain: String,
+    /// What it is about (§7).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub subject: serde_json::Value,
+    /// Cell id, or null.
+    pub cell: Option<String>,
+    /// District id, or null.
+    pub district: Option<String>,
+    /// Event time the condition became true, epoch ms.
+    pub raised_ts: Ms,
+    /// Event time it stopped holding, epoch ms, or null while active.
+    pub cleared_ts: Option<Ms>,
+    /// Who acknowledged it.
+    pub acked_by: Option<String>,
+    /// When it was acknowledged (the city clock at the acknowledgement), epoch ms.
+    pub acked_ts: Option<Ms>,
+    /// Human-readable text.
+    pub message: String,
+    /// The note given with the acknowledgement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_note: Option<String>,
+    /// Whether the alert was escalated for being left unacknowledged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub escalated: bool,
+}
+
+impl Alert {
+    /// A newly raised alert for `key` at event time `t`.
+    pub fn raised(key: &AlertKey, t: Ms, city: &CityModel) -> Alert {
+        let info = key.describe(city);
+        Alert {
+            id: info.id,
+            rule: info.rule.to_string(),
+            severity: info.severity,
+            state: AlertState::Raised,
+            domain: info.domain.to_string(),
+            subject: info.subject,
+            cell: info.cell,
+            district: info.district,
+            raised_ts: t,
+            cleared_ts: None,
+            acked_by: None,
+            acked_ts: None,
+            message: info.message,
+            ack_note: None,
+            escalated: false,
+        }
+    }
+
+    /// Whether the alert is active (raised or acknowledged).
+    pub fn is_active(&self) -> bool {
+        self.state != AlertState::Cleared
     }
 }
 

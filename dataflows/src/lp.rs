@@ -6,7 +6,7 @@
 //! alone writes nothing, and a corrected window is written again at the same series and time,
 //! which InfluxDB treats as an overwrite.
 
-use crate::alerts::AlertKey;
+use crate::alerts::Alert;
 use crate::city::CityModel;
 use crate::config::Config;
 use crate::pipeline::Out;
@@ -158,20 +158,19 @@ fn district_line(
     f.end(start);
 }
 
-/// Appends the `alert` line of a transition to `state` at event time `time`.
-pub fn alert_line(key: &AlertKey, state: &str, severity: &str, time: Ms, city: &CityModel, buf: &mut String) {
-    let info = key.describe(city);
+/// Appends the `alert` line of a transition, stamped `time` (the transition's event time).
+pub fn alert_line(alert: &Alert, time: Ms, buf: &mut String) {
     buf.push_str("alert");
-    tag(buf, "domain", info.domain);
-    tag(buf, "rule", info.rule);
-    tag(buf, "severity", severity);
+    tag(buf, "domain", &alert.domain);
+    tag(buf, "rule", &alert.rule);
+    tag(buf, "severity", alert.severity.as_str());
     let mut f = Fields::new(buf);
-    f.string("state", state)
-        .string("subject", &info.subject.to_string())
-        .string("cell", info.cell.as_deref().unwrap_or(""))
-        .string("district", info.district.as_deref().unwrap_or(""))
-        .string("message", &info.message)
-        .string("id", &info.id);
+    f.string("state", alert.state.as_str())
+        .string("subject", &alert.subject.to_string())
+        .string("cell", alert.cell.as_deref().unwrap_or(""))
+        .string("district", alert.district.as_deref().unwrap_or(""))
+        .string("message", &alert.message)
+        .string("id", &alert.id);
     f.end(time);
 }
 

@@ -93,11 +93,17 @@ pub fn consolidate_batch(records: &mut Vec<(Out, isize)>) {
 /// that changed anything, in increasing `t`. The records are not yet consolidated: pass them
 /// through [`consolidate_batch`] (on the consumer's thread, so worker 0 is not burdened). Window
 /// totals arrive as insertions only (see [`build`]); alerts arrive with both signs.
+///
+/// Progress is reported too: when the output frontier moves to `f` (every time before `f` is
+/// complete), `on_time(f, [])` is called once, after the batches before `f`. That is the city
+/// clock as the output has reached it, which drives the alert hub's timers (hold-down,
+/// escalation) in the same order as the records.
 pub fn deliver<'s>(
     out: VecCollection<'s, Ms, Out>,
     mut on_time: impl FnMut(Ms, Vec<(Out, isize)>) + 'static,
 ) {
     let mut pending: BTreeMap<Ms, Vec<(Out, isize)>> = BTreeMap::new();
+    let mut reported: Ms = 0;
     out.inner.exchange(|_| 0).sink(Pipeline, "Deliver", move |(input, frontier)| {
         input.for_each_stamp(|_cap, batches| {
             for batch in batches {
@@ -112,6 +118,12 @@ pub fn deliver<'s>(
             }
             let (t, records) = entry.remove_entry();
             on_time(t, records);
+        }
+        if let Some(&f) = frontier.frontier().iter().min()
+            && f > reported
+        {
+            reported = f;
+            on_time(f, Vec::new());
         }
     });
 }

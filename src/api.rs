@@ -774,7 +774,7 @@ async fn follow_alerts(
                     }
                     let mut sent = false;
                     for p in batch.iter().filter(|p| wanted(p)) {
-                        if socket.feed(WsMessage::Text(p.text.clone().into())).await.is_err() {
+                        if socket.feed(WsMessage::Text(p.text.clone())).await.is_err() {
                             return;
                         }
                         sent = true;

@@ -408,6 +408,20 @@ fn demo_serves_indicators_and_alerts_and_exits_cleanly() {
         assert!(active.as_array().unwrap().iter().any(|a| a["id"] == incident["id"]));
         let topic = tokio::time::timeout(Duration::from_secs(5), outlet).await.unwrap().unwrap();
         assert!(topic.starts_with("city/alerts/traffic/"), "{topic}");
+        // /ws/live: a snapshot of the indicators, then throttled updates as windows close.
+        let (mut live, _) =
+            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{http}/ws/live?token={ops}"))
+                .await
+                .unwrap();
+        let snap: serde_json::Value =
+            serde_json::from_str(live.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+        assert_eq!(snap["type"], "snapshot");
+        assert_eq!(snap["districts"].as_array().unwrap().len(), 9, "{snap}");
+        let update =
+            tokio::time::timeout(Duration::from_secs(8), live.next()).await.unwrap().unwrap().unwrap();
+        let update: serde_json::Value = serde_json::from_str(update.to_text().unwrap()).unwrap();
+        assert_eq!(update["type"], "update");
+        assert!(update["version"].as_u64() > snap["version"].as_u64() && update["kpis"]["clock"].is_u64());
         let districts = get_json(http, "/api/traffic/districts", &ops).await;
         assert_eq!(districts.as_array().unwrap().len(), 9, "{districts}");
         assert!(districts[0]["tpi"].is_number() && districts[0]["level"].is_number());

@@ -52,8 +52,9 @@ pub struct Published {
     /// The alert after the transition.
     pub alert: Alert,
     /// The websocket message, rendered once for all clients:
-    /// `{"type":"transition","seq":…,"alert":{…}}`.
-    pub text: String,
+    /// `{"type":"transition","seq":…,"alert":{…}}` (reference-counted: sending it to a
+    /// thousand clients copies no bytes).
+    pub text: axum::extract::ws::Utf8Bytes,
 }
 
 /// The websocket message of a transition, fields in this order.
@@ -258,7 +259,7 @@ impl Hub {
                 // Only an escalation publishes an escalated alert that is still unacknowledged.
                 self.metrics.escalations.fetch_add(1, Ordering::Relaxed);
             }
-            published.push(Arc::new(Published { seq, time, alert, text }));
+            published.push(Arc::new(Published { seq, time, alert, text: text.into() }));
         }
         let clock = inner.life.clock();
         if let Some(store) = inner.store.as_mut() {

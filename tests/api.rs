@@ -52,6 +52,11 @@ fn hub(db: &Path, hold_down_s: u64, escalate_after_s: u64) -> Arc<Hub> {
     Arc::new(Hub::open(Some(db), &cfg.hub_options()).unwrap())
 }
 
+/// Raw transitions raising `n` alerts in cell c1.
+fn many(n: usize) -> Vec<Alert> {
+    (0..n).map(|i| raw(&format!("m{i:04}"), Some("c1"), AlertState::Raised, T0, None)).collect()
+}
+
 /// Serves `state` on a free loopback port (in the current runtime); returns the port.
 async fn serve(state: AppState) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -458,4 +463,47 @@ async fn ingest_over_http_feeds_the_live_dataflow_and_bad_json_is_dead_lettered(
         ["city/traffic/detector/k1 malformed_json", "city/traffic/detector/k1 invalid_payload"],
         "{dead:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_falls_behind_is_told_and_resent_a_snapshot_and_heartbeats_flow() {
+    let dir = common::scratch("api-lag");
+    let (k, tokens) = keys();
+    let cfg = AlertsConfig {
+        hold_down_s: 0,
+        escalate_after_s: 0,
+        broadcast_capacity: 16,
+        ..AlertsConfig::default()
+    };
+    let hub = Arc::new(Hub::open(Some(&dir.join("a.db")), &cfg.hub_options()).unwrap());
+    let http = HttpConfig { ws_heartbeat_s: 1, ..HttpConfig::default() };
+    let port = serve(standalone(hub.clone(), tokens, http)).await;
+    let mut ops = ws(port, "/ws/alerts", &k.ops).await;
+    assert_eq!(next(&mut ops).await["type"], "snapshot");
+    // 1,000 transitions at once overflow the 16-slot broadcast before the client's task runs.
+    hub.apply(T0, many(1000));
+    let mut v = next(&mut ops).await;
+    let mut streamed = 0;
+    while v["type"] == "transition" {
+        streamed += 1;
+        v = next(&mut ops).await;
+    }
+    assert_eq!(v["type"], "lagged", "after {streamed} transitions");
+    assert!(v["missed"].as_u64().unwrap() > 0);
+    let snap = next(&mut ops).await;
+    assert_eq!((snap["type"].as_str(), snap["alerts"].as_array().unwrap().len()), (Some("snapshot"), 1000));
+    // Then the stream goes on, and heartbeats carry the last sequence number.
+    hub.apply(T0 + MIN, vec![raw("m0000", Some("c1"), AlertState::Cleared, T0, Some(T0 + MIN))]);
+    let v = next(&mut ops).await;
+    assert_eq!((v["alert"]["id"].as_str(), v["seq"].as_u64()), (Some("m0000"), Some(1001)));
+    let beat = loop {
+        let m = tokio::time::timeout(Duration::from_secs(3), ops.next()).await.unwrap().unwrap().unwrap();
+        let b: Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
+        if b["type"] == "heartbeat" {
+            break b;
+        }
+    };
+    assert_eq!(beat["seq"], 1001);
+    ops.send(json!({"type": "ping"}).to_string().into()).await.unwrap();
+    assert_eq!(next(&mut ops).await, json!({"type": "pong", "seq": 1001}));
 }

@@ -347,7 +347,7 @@ fn demo_serves_indicators_and_alerts_and_exits_cleanly() {
     let (mqtt, http) = (free_port(), free_port());
     // 120 simulated seconds per second: the blocked lane (minute 10) is raised 5 s later.
     let child = citybrain()
-        .args(["demo", "--duration", "16", "--speed", "120", "--mqtt-port", &mqtt.to_string()])
+        .args(["demo", "--duration", "20", "--speed", "120", "--mqtt-port", &mqtt.to_string()])
         .args(["--http", &format!("127.0.0.1:{http}")])
         .arg("--data-dir")
         .arg(&dir)
@@ -408,6 +408,25 @@ fn demo_serves_indicators_and_alerts_and_exits_cleanly() {
         assert!(active.as_array().unwrap().iter().any(|a| a["id"] == incident["id"]));
         let topic = tokio::time::timeout(Duration::from_secs(5), outlet).await.unwrap().unwrap();
         assert!(topic.starts_with("city/alerts/traffic/"), "{topic}");
+        // A late subscriber gets the retained active set of that cell at once.
+        tokio::time::sleep(Duration::from_millis(1500)).await; // retained sets go out once a second
+        let (late_client, mut late_loop) = rumqttc::AsyncClient::new(
+            rumqttc::MqttOptions::new("demo-late-listener", "127.0.0.1", mqtt),
+            100,
+        );
+        late_client.subscribe(format!("{topic}/active"), rumqttc::QoS::AtLeastOnce).await.unwrap();
+        let retained = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = late_loop.poll().await {
+                    return p;
+                }
+            }
+        })
+        .await
+        .expect("no retained active set");
+        assert!(retained.retain);
+        let set: serde_json::Value = serde_json::from_slice(&retained.payload).unwrap();
+        assert!(set.as_array().unwrap().iter().any(|a| a["id"] == incident["id"]), "{set}");
         // /ws/live: a snapshot of the indicators, then throttled updates as windows close.
         let (mut live, _) =
             tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{http}/ws/live?token={ops}"))

@@ -71,6 +71,9 @@ pub struct MqttMetrics {
     pub errors: AtomicU64,
     /// Whether the client is connected now.
     pub connected: AtomicBool,
+    /// Whether the broker has acknowledged the subscriptions of the current connection (what
+    /// `/readyz` reports: before that, the broker would not route input to us).
+    pub subscribed: AtomicBool,
 }
 
 /// A running ingestion client.
@@ -122,11 +125,13 @@ impl MqttIngest {
                         backoff = Duration::from_millis(100);
                         m.connects.fetch_add(1, Ordering::Relaxed);
                         m.connected.store(true, Ordering::Relaxed);
+                        m.subscribed.store(false, Ordering::Relaxed);
                         tracing::info!(filter, "MQTT connected; subscribing");
                         if c.try_subscribe_many(filters.clone()).is_ok() {
                             m.subscriptions.fetch_add(1, Ordering::Relaxed);
                         }
                     }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => m.subscribed.store(true, Ordering::Relaxed),
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         m.messages.fetch_add(1, Ordering::Relaxed);
                         m.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
@@ -150,11 +155,13 @@ impl MqttIngest {
                     }
                     Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                         m.connected.store(false, Ordering::Relaxed);
+                        m.subscribed.store(false, Ordering::Relaxed);
                         return;
                     }
                     Ok(_) => {}
                     Err(e) => {
                         let was = m.connected.swap(false, Ordering::Relaxed);
+                        m.subscribed.store(false, Ordering::Relaxed);
                         let n = m.errors.fetch_add(1, Ordering::Relaxed);
                         if was || n.is_power_of_two() {
                             tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection error");

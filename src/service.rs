@@ -319,7 +319,7 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
         ws_slots: Arc::new(tokio::sync::Semaphore::new(s.http.max_ws_connections)),
         ready: {
             let m = mqtt_metrics.clone();
-            Arc::new(move || m.connected.load(Ordering::Relaxed))
+            Arc::new(move || m.subscribed.load(Ordering::Relaxed))
         },
         metrics: Arc::new(render_metrics(Stages {
             live: live_metrics.clone(),

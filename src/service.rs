@@ -178,12 +178,13 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
             || format!("cannot open the alert store {}", data_dir.join("alerts.db").display()),
         )?);
     let hub_metrics = hub.metrics();
-    let (active_at_start, outlet_rx) = hub.outlet();
+    // The consumer's queue (files, InfluxDB) starts with nothing to catch up on: `alert` points
+    // of alerts restored from the store were written when they happened.
+    let (_, outlet_rx) = hub.outlet();
     let mqtt_outlet = s.alerts.mqtt_outlet.then(|| {
         let (snapshot, rx) = hub.outlet();
         crate::hub::outlet::start(&s.mqtt, &s.topic_prefix, snapshot, rx)
     });
-    drop(active_at_start);
 
     // The dataflow.
     let (out_tx, mut out_rx) = mpsc::channel::<(Ms, Vec<(Out, isize)>)>(64);

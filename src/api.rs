@@ -94,14 +94,10 @@ impl Board {
                     });
                     if w.start >= e.start {
                         if e.level != lvl {
+                            e.level = lvl;
                             e.level_version = v;
                         }
-                        *e = SegmentEntry {
-                            start: w.start,
-                            sum: *sum,
-                            level: lvl,
-                            level_version: e.level_version,
-                        };
+                        (e.start, e.sum) = (w.start, *sum);
                         changed = true;
                     }
                 }
@@ -581,23 +577,19 @@ fn parse_time(name: &str, v: &Option<String>) -> Result<Option<Ms>, ApiError> {
 impl AlertQuery {
     /// The filter, after checking the named cells are within the caller's scope.
     fn filter(&self, scope: &Scope) -> Result<AlertFilter, ApiError> {
-        for c in split(&self.cell).unwrap_or_default() {
-            if !scope.allows_cell(&c) {
-                return Err(ApiError::Forbidden(format!("cell {c} is not one of your cells")));
-            }
+        let f = AlertFilter {
+            domains: split(&self.domain),
+            severities: split(&self.severity),
+            cells: split(&self.cell),
+        };
+        if let Some(c) = f.cells.iter().flatten().find(|c| !scope.allows_cell(c)) {
+            return Err(ApiError::Forbidden(format!("cell {c} is not one of your cells")));
         }
-        if let Some(bad) = split(&self.severity)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|v| crate::alerts::Severity::parse(v).is_none())
+        if let Some(bad) = f.severities.iter().flatten().find(|v| crate::alerts::Severity::parse(v).is_none())
         {
             return Err(ApiError::BadRequest(format!("unknown severity {bad:?}")));
         }
-        Ok(AlertFilter {
-            domain: self.domain.clone(),
-            severity: self.severity.clone(),
-            cell: self.cell.clone(),
-        })
+        Ok(f)
     }
 }
 
@@ -628,15 +620,15 @@ async fn alerts(
                         .ok_or_else(|| ApiError::BadRequest(format!("unknown state {other:?}")))?,
                 ),
             };
-            let cells = match (&scope, split(&q.cell)) {
+            let cells = match (&scope, filter.cells) {
                 (_, Some(list)) => Some(list),
                 (Scope::Cells(mine), None) => Some(mine.iter().cloned().collect()),
                 (Scope::All, None) => None,
             };
             let query = HistoryQuery {
                 state,
-                domains: split(&q.domain),
-                severities: split(&q.severity),
+                domains: filter.domains,
+                severities: filter.severities,
                 cells,
                 since,
                 until,

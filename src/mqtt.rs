@@ -83,6 +83,15 @@ pub struct MqttIngest {
     task: JoinHandle<()>,
 }
 
+/// The topic filters ingestion subscribes to: the contract's input families under the prefix
+/// (never `{prefix}#`, which would include the alert outlet's own `{prefix}alerts/…`).
+pub fn input_filters(topic_prefix: &str) -> Vec<String> {
+    ["traffic", "emergency", "grid", "health"]
+        .iter()
+        .map(|family| format!("{topic_prefix}{family}/#"))
+        .collect()
+}
+
 impl MqttConfig {
     /// Client options for this broker under `client_id`: keep-alive, packet size and
     /// credentials (the password from `CITYBRAIN_MQTT_PASSWORD` when set).
@@ -109,13 +118,11 @@ impl MqttIngest {
         opts.set_clean_session(false).set_manual_acks(true);
         let (client, mut eventloop) = AsyncClient::new(opts, 1024);
         let metrics = Arc::new(MqttMetrics::default());
-        let filters: Vec<rumqttc::SubscribeFilter> = ["traffic", "emergency", "grid", "health"]
-            .iter()
-            .map(|family| {
-                rumqttc::SubscribeFilter::new(format!("{topic_prefix}{family}/#"), QoS::AtLeastOnce)
-            })
+        let filters: Vec<rumqttc::SubscribeFilter> = input_filters(topic_prefix)
+            .into_iter()
+            .map(|path| rumqttc::SubscribeFilter::new(path, QoS::AtLeastOnce))
             .collect();
-        let filter = format!("{topic_prefix}{{traffic,emergency,grid,health}}/#");
+        let filter = input_filters(topic_prefix).join(" ");
         let (c, m) = (client.clone(), metrics.clone());
         let task = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);

@@ -347,7 +347,11 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     eprintln!(
         "citybrain: API on http://{addr}/ (try /api/traffic/districts, /api/alerts, /ws/alerts, /metrics)"
     );
-    eprintln!("citybrain: MQTT {}:{} topics {}#", mqtt_cfg.host, mqtt_cfg.port, s.topic_prefix);
+    let topics = crate::mqtt::input_filters(&s.topic_prefix).join(" ");
+    eprintln!("citybrain: MQTT {}:{} topics {topics}", mqtt_cfg.host, mqtt_cfg.port);
+    if mqtt_outlet.is_some() {
+        eprintln!("citybrain: alert transitions published on {}alerts/#", s.topic_prefix);
+    }
     eprintln!(
         "citybrain: line protocol in {}/lp/, alerts in {}/alerts/, dead letters in {}/dead-letters/",
         data_dir.display(),
@@ -439,138 +443,99 @@ fn render_metrics(st: Stages) -> impl Fn() -> String + Send + Sync {
     let Stages { live, mqtt, influx, dead, hub, outlet } = st;
     move || {
         use std::fmt::Write;
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "{name}{labels} {v}");
-            }
-        };
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let none = String::new;
-        metric(
-            "citybrain_mqtt_messages_total",
-            "counter",
-            "MQTT publishes received.",
-            &[(none(), g(&mqtt.messages))],
-        );
-        metric(
-            "citybrain_mqtt_bytes_total",
-            "counter",
-            "MQTT payload bytes received.",
-            &[(none(), g(&mqtt.bytes))],
-        );
-        metric(
-            "citybrain_mqtt_connects_total",
-            "counter",
-            "MQTT connections established.",
-            &[(none(), g(&mqtt.connects))],
-        );
-        metric(
-            "citybrain_mqtt_errors_total",
-            "counter",
-            "MQTT connection errors.",
-            &[(none(), g(&mqtt.errors))],
-        );
-        metric(
-            "citybrain_mqtt_connected",
-            "gauge",
-            "1 while connected to the broker.",
-            &[(none(), u64::from(mqtt.connected.load(Ordering::Relaxed)))],
-        );
-        metric(
-            "citybrain_ingest_accepted_total",
-            "counter",
-            "Elements accepted by the dataflow.",
-            &[(none(), g(&live.accepted))],
-        );
-        let counts = dead.lock().map(|d| d.counts()).unwrap_or_default();
-        let rejected: Vec<(String, u64)> =
-            counts.iter().map(|(r, n)| (format!("{{reason=\"{r}\"}}"), *n)).collect();
-        metric("citybrain_ingest_rejected_total", "counter", "Elements dead-lettered, by reason.", &rejected);
         let (wm, max) = (g(&live.watermark), g(&live.max_ts));
-        metric("citybrain_watermark_ms", "gauge", "The event-time clock (epoch ms).", &[(none(), wm)]);
-        metric(
-            "citybrain_lag_ms",
-            "gauge",
-            "Wall clock minus the event-time clock, ms.",
-            &[(none(), if wm > 0 { wall_ms().saturating_sub(wm) } else { 0 })],
-        );
-        metric(
-            "citybrain_max_event_ms",
-            "gauge",
-            "The largest event time seen (epoch ms).",
-            &[(none(), max)],
-        );
-        for (name, kind, help, v) in [
+        let lag = if wm > 0 { wall_ms().saturating_sub(wm) } else { 0 };
+        // (name, type, help, value) of every unlabelled sample, in exposition order.
+        let mut plain: Vec<(&str, &str, &str, u64)> = vec![
+            ("citybrain_mqtt_messages_total", "counter", "MQTT publishes received.", g(&mqtt.messages)),
+            ("citybrain_mqtt_bytes_total", "counter", "MQTT payload bytes received.", g(&mqtt.bytes)),
+            ("citybrain_mqtt_connects_total", "counter", "MQTT connections established.", g(&mqtt.connects)),
+            ("citybrain_mqtt_errors_total", "counter", "MQTT connection errors.", g(&mqtt.errors)),
+            (
+                "citybrain_mqtt_connected",
+                "gauge",
+                "1 while connected to the broker.",
+                u64::from(mqtt.connected.load(Ordering::Relaxed)),
+            ),
+            (
+                "citybrain_ingest_accepted_total",
+                "counter",
+                "Elements accepted by the dataflow.",
+                g(&live.accepted),
+            ),
+            ("citybrain_watermark_ms", "gauge", "The event-time clock (epoch ms).", wm),
+            ("citybrain_lag_ms", "gauge", "Wall clock minus the event-time clock, ms.", lag),
+            ("citybrain_max_event_ms", "gauge", "The largest event time seen (epoch ms).", max),
             (
                 "citybrain_alert_transitions_total",
                 "counter",
                 "Alert transitions published by the hub.",
-                &hub.transitions,
+                g(&hub.transitions),
             ),
-            ("citybrain_alert_acks_total", "counter", "Alerts acknowledged.", &hub.acks),
+            ("citybrain_alert_acks_total", "counter", "Alerts acknowledged.", g(&hub.acks)),
             (
                 "citybrain_alert_escalations_total",
                 "counter",
                 "Alerts escalated for being unacknowledged.",
-                &hub.escalations,
+                g(&hub.escalations),
             ),
             (
                 "citybrain_alert_flaps_total",
                 "counter",
                 "Re-raises kept within the hold-down (no new alert).",
-                &hub.flaps,
+                g(&hub.flaps),
             ),
             (
                 "citybrain_alert_store_errors_total",
                 "counter",
                 "Failed writes to the alert store.",
-                &hub.store_errors,
+                g(&hub.store_errors),
             ),
-            ("citybrain_alerts_active", "gauge", "Active alerts.", &hub.active),
-        ] {
-            metric(name, kind, help, &[(none(), g(v))]);
-        }
+            ("citybrain_alerts_active", "gauge", "Active alerts.", g(&hub.active)),
+        ];
         if let Some(o) = &outlet {
-            metric(
-                "citybrain_alert_mqtt_published_total",
-                "counter",
-                "Alert transitions published to MQTT.",
-                &[(none(), g(&o.published))],
-            );
-            metric(
-                "citybrain_alert_mqtt_dropped_total",
-                "counter",
-                "Alert transitions not published to MQTT (broker unreachable; the retained sets recover).",
-                &[(none(), g(&o.dropped))],
-            );
+            plain.extend([
+                ("citybrain_alert_mqtt_published_total", "counter", "Alert transitions published to MQTT.", g(&o.published)),
+                (
+                    "citybrain_alert_mqtt_dropped_total",
+                    "counter",
+                    "Alert transitions not published to MQTT (broker unreachable; the retained sets recover).",
+                    g(&o.dropped),
+                ),
+            ]);
         }
         if let Some(i) = &influx {
-            metric(
-                "citybrain_influx_lines_written_total",
-                "counter",
-                "Lines InfluxDB accepted.",
-                &[(none(), g(&i.lines_written))],
-            );
-            metric(
-                "citybrain_influx_lines_rejected_total",
-                "counter",
-                "Lines InfluxDB refused.",
-                &[(none(), g(&i.lines_rejected))],
-            );
-            metric(
-                "citybrain_influx_write_failures_total",
-                "counter",
-                "Failed writes (retried).",
-                &[(none(), g(&i.write_failures))],
-            );
-            metric(
-                "citybrain_influx_spool_bytes",
-                "gauge",
-                "Bytes waiting in the spool.",
-                &[(none(), g(&i.spool_bytes))],
-            );
+            plain.extend([
+                (
+                    "citybrain_influx_lines_written_total",
+                    "counter",
+                    "Lines InfluxDB accepted.",
+                    g(&i.lines_written),
+                ),
+                (
+                    "citybrain_influx_lines_rejected_total",
+                    "counter",
+                    "Lines InfluxDB refused.",
+                    g(&i.lines_rejected),
+                ),
+                (
+                    "citybrain_influx_write_failures_total",
+                    "counter",
+                    "Failed writes (retried).",
+                    g(&i.write_failures),
+                ),
+                ("citybrain_influx_spool_bytes", "gauge", "Bytes waiting in the spool.", g(&i.spool_bytes)),
+            ]);
+        }
+        let mut out = String::new();
+        for (name, kind, help, v) in plain {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+        let name = "citybrain_ingest_rejected_total";
+        let _ = writeln!(out, "# HELP {name} Elements dead-lettered, by reason.\n# TYPE {name} counter");
+        for (reason, n) in dead.lock().map(|d| d.counts()).unwrap_or_default() {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
         }
         out
     }

@@ -23,7 +23,6 @@ pub mod store;
 use crate::alerts::{Alert, AlertState};
 use citybrain_dataflows::Ms;
 use lifecycle::{AckError, Lifecycle, Policy};
-use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,22 +92,22 @@ impl Scope {
     }
 }
 
-/// The filters of `/api/alerts` and `/ws/alerts` (§8). Each takes one value or a
-/// comma-separated list.
-#[derive(Debug, Default, Clone, Deserialize)]
+/// The filters of `/api/alerts` and `/ws/alerts` (§8), parsed once per request: each is a list
+/// of accepted values, `None` accepting anything.
+#[derive(Debug, Default, Clone)]
 pub struct AlertFilter {
     /// Domains (`traffic`, `emergency`, `grid`, `health`).
-    pub domain: Option<String>,
+    pub domains: Option<Vec<String>>,
     /// Severities (`info`, `warning`, `critical`).
-    pub severity: Option<String>,
+    pub severities: Option<Vec<String>>,
     /// Cell ids.
-    pub cell: Option<String>,
+    pub cells: Option<Vec<String>>,
 }
 
-fn in_list(list: &Option<String>, value: Option<&str>) -> bool {
-    match list.as_deref() {
-        None | Some("") => true,
-        Some(l) => value.is_some_and(|v| l.split(',').any(|x| x.trim() == v)),
+fn in_list(list: &Option<Vec<String>>, value: Option<&str>) -> bool {
+    match list {
+        None => true,
+        Some(l) => value.is_some_and(|v| l.iter().any(|x| x == v)),
     }
 }
 
@@ -116,9 +115,9 @@ impl AlertFilter {
     /// Whether a transition passes the domain, severity and cell filters (a stream of
     /// transitions carries the clears too, whatever `state` says).
     pub fn matches(&self, a: &Alert) -> bool {
-        in_list(&self.domain, Some(&a.domain))
-            && in_list(&self.severity, Some(a.severity.as_str()))
-            && in_list(&self.cell, a.cell.as_deref())
+        in_list(&self.domains, Some(&a.domain))
+            && in_list(&self.severities, Some(a.severity.as_str()))
+            && in_list(&self.cells, a.cell.as_deref())
     }
 }
 

@@ -3,18 +3,27 @@
 //!
 //! # Shape
 //! ```text
-//! reader thread ──blocks──▶ worker 0: parse, decode, ingest ─┐            ┌─▶ writer thread:
-//!  (gzip, split at   ──▶   worker 1: parse, decode, ingest ──┼─ dataflow ─┤   line protocol,
-//!   line ends)        …                                      ┘ (timely)   │   alert transitions
-//!                                                                         └─ dead letters
+//!                ┌─▶ parser 0 ─┐  readings by detector  ┌─▶ worker 0 ─┐            ┌─▶ writer thread:
+//! reader thread ─┤   decode,   ├────────────────────────┤    ingest   ├─ dataflow ─┤   line protocol,
+//!  (gzip, blocks)└─▶ parser 1 ─┘  (det mod workers)     └─▶ worker 1 ─┘  (timely)  │   alert transitions
+//!                     check ids                                                    └─ dead letters
 //! ```
 //! The input is cut into blocks of about 1 MiB at line ends, and blocks into *rounds* of
-//! [`BLOCKS_PER_ROUND`]. Both cuts depend only on the file, never on the worker count. In a round
-//! every worker parses its share of the blocks against the watermark of the end of the previous
-//! round; the workers then agree on the largest event time seen (a barrier), and every input
-//! advances to the new watermark. So every record meets the same watermark and lands at the same
-//! timely time on 1 or N workers, and the output — delivered per completed event time, sorted —
-//! is byte-identical.
+//! [`BLOCKS_PER_ROUND`]. Both cuts depend only on the file, never on the worker count.
+//!
+//! * The reader deals each round's blocks round-robin to the **parsers** (one per worker). A
+//!   parser decodes its lines and checks each detector reading against the city model
+//!   ([`CheckedReading::check`]) — the costly, stateless part of ingestion — and hands each
+//!   worker the round's readings of the detectors it owns (detector index mod workers), so all
+//!   readings of a detector meet on one worker and its windows reach the dataflow fully summed.
+//!   Parsers run up to two rounds ahead of the workers, so parsing overlaps with the dataflow.
+//! * A **worker** offers its readings of the round to its [`Ingest`](citybrain_dataflows::ingest::Ingest)
+//!   (which decides `too_late` against the watermark of the end of the previous round), then the
+//!   workers agree on the largest event time seen (a barrier) and every input advances to the
+//!   new watermark. Readings carry their line number, and a detector's readings are applied in
+//!   line order, so every record meets the same watermark, lands at the same timely time and
+//!   updates the same state on 1 or N workers; the output — delivered per completed event time,
+//!   sorted — is byte-identical.
 //!
 //! At end of input the clock advances to the end of the last 5-minute window holding data:
 //! every window closes and every timer due by then fires; nothing later is written, so alerts
@@ -24,7 +33,8 @@ use crate::alerts::{AlertBook, AlertState};
 use crate::config::Settings;
 use crate::runtime::{RoundControl, SharedClock, WorkerRounds};
 use anyhow::{Context, Result};
-use citybrain_dataflows::event::{Decoder, Reason, TopicKind};
+use citybrain_dataflows::event::{Decoder, Event, Reason, Rejected, TopicKind};
+use citybrain_dataflows::ingest::CheckedReading;
 use citybrain_dataflows::pipeline::Out;
 use citybrain_dataflows::pseudonym::Pseudonymizer;
 use citybrain_dataflows::time::{Ms, window_end};
@@ -154,6 +164,34 @@ struct Block {
     data: Vec<u8>,
 }
 
+/// Where a line is: its number in the file, and its bytes in a block of the round.
+#[derive(Clone, Copy)]
+struct LineRef {
+    number: u64,
+    /// The element of a batch line (0 for an object).
+    element: u32,
+    block: u32,
+    start: u32,
+    end: u32,
+}
+
+/// What a parser hands a worker for one line (or one element of a batch line).
+enum Item {
+    /// A detector reading, checked against the city model.
+    Reading(LineRef, CheckedReading),
+    /// A valid event of another domain: the worker decodes its line again and offers it.
+    Other(LineRef),
+}
+
+/// One parser's output for one worker and round.
+struct Parsed {
+    /// The parser's blocks of the round, which the items point into.
+    blocks: Arc<Vec<Block>>,
+    items: Vec<Item>,
+    /// The largest event time the parser decoded in the round (0 if none).
+    max_ts: Ms,
+}
+
 /// A rejected line or element, as written to `--dead-letter-out`.
 #[derive(Debug, Serialize)]
 struct DeadLetter<'a> {
@@ -163,14 +201,43 @@ struct DeadLetter<'a> {
     detail: String,
 }
 
-/// Per-worker counters, summed at the end.
+/// A dead letter's JSON, keyed by (line, element) for its place in the output.
+type DeadLine = ((u64, u32), String);
+
+/// Per-thread counters (parsers and workers), summed at the end.
 #[derive(Default)]
-struct WorkerStats {
+struct Stats {
     lines: u64,
     accepted: [u64; TopicKind::ALL.len()],
     rejected: BTreeMap<Reason, u64>,
     /// The most window sums held live at once (see `Ingest::live_windows`).
     max_live_windows: u64,
+}
+
+impl Stats {
+    /// Counts a rejection and appends its dead letter; the first of each reason is logged (every
+    /// case is in the dead letters).
+    fn reject(&mut self, dead: &mut Vec<DeadLine>, at: &LineRef, topic: Option<&str>, rej: Rejected) {
+        let line = at.number;
+        let seen = self.rejected.entry(rej.reason).or_default();
+        if *seen == 0 {
+            tracing::warn!(line, topic, reason = rej.reason.as_str(), detail = %rej.detail, "rejected input (first of its kind)");
+        }
+        *seen += 1;
+        let dl = DeadLetter { line, topic, reason: rej.reason.as_str(), detail: rej.detail };
+        dead.push(((line, at.element), serde_json::to_string(&dl).unwrap_or_default()));
+    }
+
+    fn add(&mut self, other: Stats) {
+        self.lines += other.lines;
+        for (a, b) in self.accepted.iter_mut().zip(other.accepted) {
+            *a += b;
+        }
+        for (r, n) in other.rejected {
+            *self.rejected.entry(r).or_default() += n;
+        }
+        self.max_live_windows += other.max_live_windows;
+    }
 }
 
 struct CountingReader<R> {
@@ -200,20 +267,20 @@ pub fn open_recording(path: &Path, counter: Arc<AtomicU64>) -> Result<Box<dyn Re
     }
 }
 
-/// Reads `input` into blocks, deals them to workers round by round. Returns lines read.
+/// Reads `input` into blocks and deals each round's blocks round-robin to the parsers (every
+/// parser gets a message per round, possibly empty). Returns lines read.
 fn read_blocks(
     mut input: Box<dyn Read + Send>,
     senders: Vec<SyncSender<Vec<Block>>>,
     block_bytes: usize,
 ) -> Result<u64> {
-    let workers = senders.len();
+    let parsers = senders.len();
     let mut carry: Vec<u8> = Vec::new();
-    let mut index = 0u64;
     let mut line = 1u64;
     let mut eof = false;
     while !eof {
-        let mut round: Vec<Vec<Block>> = (0..workers).map(|_| Vec::new()).collect();
-        for _ in 0..BLOCKS_PER_ROUND {
+        let mut round: Vec<Vec<Block>> = (0..parsers).map(|_| Vec::new()).collect();
+        for index in 0..BLOCKS_PER_ROUND {
             let mut buf = std::mem::take(&mut carry);
             buf.reserve(block_bytes + (64 << 10));
             // Fill the block; a line longer than a block makes it grow until a line end.
@@ -238,29 +305,144 @@ fn read_blocks(
             }
             let lines =
                 memchr::memchr_iter(b'\n', &buf).count() as u64 + u64::from(buf.last() != Some(&b'\n'));
-            let block = Block { first_line: line, data: buf };
-            round[(index % workers as u64) as usize].push(block);
-            index += 1;
+            round[index % parsers].push(Block { first_line: line, data: buf });
             line += lines;
             if eof {
                 break;
             }
         }
-        for (w, blocks) in round.into_iter().enumerate() {
-            if senders[w].send(blocks).is_err() {
-                anyhow::bail!("a worker stopped early");
+        for (p, blocks) in round.into_iter().enumerate() {
+            if senders[p].send(blocks).is_err() {
+                anyhow::bail!("a parser stopped early");
             }
         }
     }
     Ok(line - 1)
 }
 
+/// A parser: decodes each round's blocks, checks detector readings against the city model, and
+/// sends every worker its items of the round (see the module docs). Rejections go to the writer
+/// as the round's dead letters. Returns its counters.
+fn parse_rounds(
+    rx: Receiver<Vec<Block>>,
+    to_workers: Vec<SyncSender<Parsed>>,
+    to_writer: SyncSender<ToWriter>,
+    decoder: Decoder,
+    city: Arc<CityModel>,
+) -> Stats {
+    let workers = to_workers.len();
+    let mut stats = Stats::default();
+    let mut round = 0u64;
+    for blocks in rx {
+        // Sized up front (recordings run at 150–250 bytes a line): growing by doubling would
+        // copy every item about once more.
+        let bytes: usize = blocks.iter().map(|b| b.data.len()).sum();
+        let expect = bytes / 128 / workers + 16;
+        let mut items: Vec<Vec<Item>> = (0..workers).map(|_| Vec::with_capacity(expect)).collect();
+        let mut dead = Vec::new();
+        let mut max_ts = 0;
+        for (b, block) in blocks.iter().enumerate() {
+            let mut start = 0;
+            for (number, text) in (block.first_line..).zip(block.data.split(|&c| c == b'\n')) {
+                let mut at = LineRef {
+                    number,
+                    element: 0,
+                    block: b as u32,
+                    start: start as u32,
+                    end: (start + text.len()) as u32,
+                };
+                start += text.len() + 1;
+                if text.iter().all(u8::is_ascii_whitespace) {
+                    continue; // blank lines (and the piece after a final newline) are not records
+                }
+                stats.lines += 1;
+                decoder.decode_line(text, |topic, res| {
+                    let res = res.and_then(|ev| {
+                        max_ts = max_ts.max(ev.ts().0);
+                        match &ev {
+                            Event::Detector(r) => CheckedReading::check(&city, r)
+                                .map(|c| items[c.det as usize % workers].push(Item::Reading(at, c))),
+                            _ => {
+                                items[(number % workers as u64) as usize].push(Item::Other(at));
+                                Ok(())
+                            }
+                        }
+                    });
+                    if let Err(rej) = res {
+                        stats.reject(&mut dead, &at, topic, rej);
+                    }
+                    at.element += 1;
+                });
+            }
+        }
+        let blocks = Arc::new(blocks);
+        for (tx, items) in to_workers.iter().zip(items) {
+            if tx.send(Parsed { blocks: blocks.clone(), items, max_ts }).is_err() {
+                return stats;
+            }
+        }
+        let _ = to_writer.send(ToWriter::DeadLetters(round, dead));
+        round += 1;
+    }
+    stats
+}
+
+/// Line protocol is written in chunks of about this many bytes.
+const LP_CHUNK: usize = 1 << 20;
+
 /// Messages from the dataflow and the workers to the writer thread.
 enum ToWriter {
     /// A completed event time's output.
     Batch(Ms, Vec<(Out, isize)>),
-    /// A round's dead letters from one worker (sent every round, possibly empty).
-    DeadLetters(u64, Vec<(u64, String)>),
+    /// A round's dead letters from one parser or worker (each sends one every round, possibly
+    /// empty).
+    DeadLetters(u64, Vec<DeadLine>),
+}
+
+/// Writes chunks of line protocol to a file on a thread of its own, so that the kernel's copy
+/// into the page cache (a large share of the writer's time: the output is about 110 bytes a
+/// point) overlaps with formatting. Chunk buffers go back and forth, so none is allocated after
+/// the first few.
+struct ChunkWriter {
+    chunks: Option<SyncSender<String>>,
+    free: Receiver<String>,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl ChunkWriter {
+    fn spawn(mut out: BufWriter<File>) -> Result<ChunkWriter> {
+        let (chunks, full) = sync_channel::<String>(4);
+        let (give_back, free) = std::sync::mpsc::channel::<String>();
+        let thread = std::thread::Builder::new().name("replay-lp-io".into()).spawn(move || {
+            for mut chunk in full {
+                // Large writes go past the BufWriter's buffer, uncopied.
+                out.write_all(chunk.as_bytes())?;
+                chunk.clear();
+                let _ = give_back.send(chunk);
+            }
+            out.flush()
+        })?;
+        Ok(ChunkWriter { chunks: Some(chunks), free, thread })
+    }
+
+    /// Hands `buf` over for writing and leaves an empty buffer in its place.
+    fn send(&mut self, buf: &mut String) {
+        let next = self.free.try_recv().unwrap_or_else(|_| String::with_capacity(buf.capacity()));
+        let chunk = std::mem::replace(buf, next);
+        // A failed send means the thread stopped on an error, which `finish` reports.
+        if let Some(tx) = &self.chunks
+            && tx.send(chunk).is_err()
+        {
+            self.chunks = None;
+        }
+    }
+
+    /// Waits until everything is written; the first write error, if any.
+    fn finish(mut self) -> Result<()> {
+        self.chunks = None;
+        self.thread.join().map_err(|_| anyhow::anyhow!("the output thread panicked"))??;
+        Ok(())
+    }
 }
 
 struct WriterTotals {
@@ -284,14 +466,15 @@ fn write_outputs(
     city: &CityModel,
     cfg: &Config,
 ) -> Result<WriterTotals> {
-    let mut lp_out = create(&opts.out_lp)?;
+    let mut lp_out = ChunkWriter::spawn(create(&opts.out_lp)?)?;
     let mut alerts_out = opts.alerts_out.as_deref().map(create).transpose()?;
     let mut dl_out = opts.dead_letter_out.as_deref().map(create).transpose()?;
     let mut book = AlertBook::default();
     let mut totals = WriterTotals { points: 0, raised: 0, cleared: 0, active: 0 };
-    let mut buf = String::with_capacity(1 << 16);
-    let workers = opts.workers.max(1);
-    let mut dl_rounds: BTreeMap<u64, (usize, Vec<(u64, String)>)> = BTreeMap::new();
+    let mut buf = String::with_capacity(LP_CHUNK + (1 << 16));
+    // Every parser and every worker reports each round.
+    let reporters = 2 * opts.workers.max(1);
+    let mut dl_rounds: BTreeMap<u64, (usize, Vec<DeadLine>)> = BTreeMap::new();
     for msg in rx {
         match msg {
             ToWriter::Batch(t, mut records) => {
@@ -309,19 +492,18 @@ fn write_outputs(
                         w.write_all(b"\n")?;
                     }
                 }
-                if buf.len() > 1 << 16 {
-                    lp_out.write_all(buf.as_bytes())?;
-                    buf.clear();
+                if buf.len() >= LP_CHUNK {
+                    lp_out.send(&mut buf);
                 }
             }
             ToWriter::DeadLetters(round, lines) => {
-                // Merge the workers' shares of a round by line number once all have reported.
+                // Merge the shares of a round in input order once all have reported.
                 let entry = dl_rounds.entry(round).or_insert((0, Vec::new()));
                 entry.0 += 1;
                 entry.1.extend(lines);
-                while let Some(first) = dl_rounds.first_entry().filter(|e| e.get().0 == workers) {
+                while let Some(first) = dl_rounds.first_entry().filter(|e| e.get().0 == reporters) {
                     let (_, mut lines) = first.remove();
-                    lines.sort_unstable_by_key(|(line, _)| *line);
+                    lines.sort_unstable_by_key(|(at, _)| *at);
                     if let Some(w) = dl_out.as_mut() {
                         for (_, json) in lines {
                             w.write_all(json.as_bytes())?;
@@ -332,8 +514,8 @@ fn write_outputs(
             }
         }
     }
-    lp_out.write_all(buf.as_bytes())?;
-    lp_out.flush().with_context(|| format!("cannot write {}", opts.out_lp.display()))?;
+    lp_out.send(&mut buf);
+    lp_out.finish().with_context(|| format!("cannot write {}", opts.out_lp.display()))?;
     if let Some(mut w) = alerts_out {
         w.flush()?;
     }
@@ -358,18 +540,32 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
     let input = open_recording(&opts.input, read_bytes.clone())?;
     let block_bytes = opts.block_bytes.max(1);
 
-    // Reader → workers.
-    let mut senders = Vec::new();
-    let mut receivers = Vec::new();
+    // Reader → parsers → workers, each channel two rounds deep.
+    let mut to_parsers = Vec::new();
+    let mut parser_inputs = Vec::new();
     for _ in 0..workers {
         let (tx, rx) = sync_channel::<Vec<Block>>(2);
-        senders.push(tx);
-        receivers.push(Some(rx));
+        to_parsers.push(tx);
+        parser_inputs.push(rx);
     }
-    let receivers = Arc::new(Mutex::new(receivers));
+    // parsed[w][p]: parser p's items for worker w.
+    let mut parsed_tx: Vec<Vec<SyncSender<Parsed>>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut parsed_rx: Vec<Option<Vec<Receiver<Parsed>>>> = Vec::new();
+    for _ in 0..workers {
+        let mut rxs = Vec::new();
+        for txs in parsed_tx.iter_mut() {
+            let (tx, rx) = sync_channel::<Parsed>(2);
+            txs.push(tx);
+            rxs.push(rx);
+        }
+        parsed_rx.push(Some(rxs));
+    }
+    let parsed_rx = Arc::new(Mutex::new(parsed_rx));
     let reader = std::thread::Builder::new()
         .name("replay-reader".into())
-        .spawn(move || read_blocks(input, senders, block_bytes))?;
+        .spawn(move || read_blocks(input, to_parsers, block_bytes))?;
+    let decoder =
+        Decoder::new(settings.topic_prefix.clone(), Pseudonymizer::new(settings.pseudonym_key.clone()));
 
     // Dataflow → writer.
     let (to_writer, from_workers) = sync_channel::<ToWriter>(64);
@@ -379,6 +575,18 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
             .name("replay-writer".into())
             .spawn(move || write_outputs(from_workers, &opts, &city, &cfg))?
     };
+    // Parser p sends to every worker: the p-th sender of each worker's list.
+    let mut parsers = Vec::new();
+    for (p, rx) in parser_inputs.into_iter().enumerate() {
+        let txs: Vec<SyncSender<Parsed>> = (0..workers).map(|w| parsed_tx[w][p].clone()).collect();
+        let (to_writer, decoder, city) = (to_writer.clone(), decoder.clone(), city.clone());
+        parsers.push(
+            std::thread::Builder::new()
+                .name(format!("replay-parser-{p}"))
+                .spawn(move || parse_rounds(rx, txs, to_writer, decoder, city))?,
+        );
+    }
+    drop(parsed_tx);
 
     // Progress.
     let done = Arc::new(AtomicU64::new(0));
@@ -406,15 +614,13 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
     // The clock the workers agree on each round, and the last event time to write.
     let clock = SharedClock::new(workers, cfg.time.lateness_ms());
     let cutoff = Arc::new(AtomicU64::new(u64::MAX));
-    let decoder =
-        Decoder::new(settings.topic_prefix.clone(), Pseudonymizer::new(settings.pseudonym_key.clone()));
     let to_writer = Mutex::new(to_writer);
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index();
-        let rx = receivers.lock().ok().and_then(|mut r| r[index].take());
+        let rxs = parsed_rx.lock().ok().and_then(|mut r| r[index].take()).unwrap_or_default();
         let tx = to_writer.lock().map(|t| t.clone()).ok();
-        let mut stats = WorkerStats::default();
+        let mut stats = Stats::default();
         let (deliver_tx, deliver_cutoff) = (tx.clone(), cutoff.clone());
         let mut rounds =
             WorkerRounds::new(worker, city.clone(), cfg.clone(), clock.clone(), move |t, records| {
@@ -426,19 +632,35 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
                     let _ = tx.send(ToWriter::Batch(t, records));
                 }
             });
-        let mut dead: Vec<(u64, String)> = Vec::new();
         let mut round = 0u64;
-        while let Some(blocks) = rx.as_ref().and_then(|rx| rx.recv().ok()) {
-            for block in &blocks {
-                process_block(block, &decoder, &mut rounds, &mut stats, &mut dead);
+        let (mut t_wait, mut t_offer, mut t_round) = (0f64, 0f64, 0f64);
+        'rounds: loop {
+            let mut dead: Vec<DeadLine> = Vec::new();
+            for rx in &rxs {
+                let i0 = Instant::now();
+                // Every parser sends every round; one that has stopped ends the input.
+                let Ok(parsed) = rx.recv() else { break 'rounds };
+                let i1 = Instant::now();
+                t_wait += (i1 - i0).as_secs_f64();
+                offer_parsed(&parsed, &decoder, &mut rounds, &mut stats, &mut dead);
+                t_offer += i1.elapsed().as_secs_f64();
             }
             if let Some(tx) = tx.as_ref() {
-                let _ = tx.send(ToWriter::DeadLetters(round, std::mem::take(&mut dead)));
+                let _ = tx.send(ToWriter::DeadLetters(round, dead));
             }
             round += 1;
+            let i2 = Instant::now();
             rounds.end_round(worker, RoundControl::default());
+            t_round += i2.elapsed().as_secs_f64();
             stats.max_live_windows = stats.max_live_windows.max(rounds.ingest.live_windows() as u64);
         }
+        tracing::debug!(
+            worker = index,
+            waiting_s = t_wait,
+            offering_s = t_offer,
+            dataflow_s = t_round,
+            "input done"
+        );
         // End of input: close every window and fire every timer due by the end of the last
         // 5-minute window holding data; write nothing later.
         let global = clock.max_ts();
@@ -450,20 +672,29 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
     })
     .map_err(|e| anyhow::anyhow!("cannot start workers: {e}"))?;
 
-    let mut summary = ReplaySummary::default();
+    let mut all = Stats::default();
+    let mut end_ts = None;
     for result in guards.join() {
         let (stats, end) = result.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
-        summary.lines += stats.lines;
-        for (k, n) in TopicKind::ALL.iter().zip(stats.accepted) {
-            if n > 0 {
-                *summary.accepted.entry(k.path().to_string()).or_default() += n;
-            }
+        all.add(stats);
+        end_ts = end_ts.max(end);
+    }
+    for p in parsers {
+        all.add(p.join().map_err(|_| anyhow::anyhow!("a parser thread panicked"))?);
+    }
+    let mut summary = ReplaySummary {
+        lines: all.lines,
+        max_live_windows: all.max_live_windows,
+        end_ts,
+        ..Default::default()
+    };
+    for (k, n) in TopicKind::ALL.iter().zip(all.accepted) {
+        if n > 0 {
+            summary.accepted.insert(k.path().to_string(), n);
         }
-        summary.max_live_windows += stats.max_live_windows;
-        for (r, n) in stats.rejected {
-            *summary.rejected.entry(r.as_str().to_string()).or_default() += n;
-        }
-        summary.end_ts = summary.end_ts.max(end);
+    }
+    for (r, n) in all.rejected {
+        summary.rejected.insert(r.as_str().to_string(), n);
     }
     let lines_read = reader.join().map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
     debug_assert!(lines_read >= summary.lines);
@@ -481,42 +712,44 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
     Ok(summary)
 }
 
-/// Parses, decodes and ingests one block; rejected lines become dead letters.
-fn process_block(
-    block: &Block,
+/// Offers one parser's items of a round to this worker's ingest; too-late readings become dead
+/// letters.
+fn offer_parsed(
+    parsed: &Parsed,
     decoder: &Decoder,
     rounds: &mut WorkerRounds,
-    stats: &mut WorkerStats,
-    dead: &mut Vec<(u64, String)>,
+    stats: &mut Stats,
+    dead: &mut Vec<DeadLine>,
 ) {
-    for (this, line) in (block.first_line..).zip(block.data.split(|&b| b == b'\n')) {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue; // blank lines (and the piece after a final newline) are not records
+    rounds.saw(parsed.max_ts);
+    let line = |at: &LineRef| {
+        let block = &parsed.blocks[at.block as usize];
+        &block.data[at.start as usize..at.end as usize]
+    };
+    for item in &parsed.items {
+        match item {
+            Item::Reading(at, reading) => match rounds.ingest.offer_checked(*reading, at.number) {
+                Ok(()) => stats.accepted[TopicKind::Detector as usize] += 1,
+                Err(rej) => {
+                    // Rare: decode the line again for the dead letter's topic.
+                    let mut topic = None;
+                    decoder.decode_line(line(at), |t, _| topic = topic.take().or(t.map(str::to_string)));
+                    stats.reject(dead, at, topic.as_deref(), rej);
+                }
+            },
+            Item::Other(at) => {
+                let mut element = 0;
+                decoder.decode_line(line(at), |topic, res| {
+                    // The parser kept this element; the others of its line went their own way.
+                    if element == at.element {
+                        match res.and_then(|ev| rounds.ingest.offer(&ev).map(|()| ev.kind())) {
+                            Ok(kind) => stats.accepted[kind as usize] += 1,
+                            Err(rej) => stats.reject(dead, at, topic, rej),
+                        }
+                    }
+                    element += 1;
+                });
+            }
         }
-        stats.lines += 1;
-        let mut reject = |topic: Option<&str>, reason: Reason, detail: String| {
-            let seen = stats.rejected.entry(reason).or_default();
-            if *seen == 0 {
-                // Logged once per reason (per worker); every case is in the dead letters.
-                tracing::warn!(line = this, topic, reason = reason.as_str(), %detail, "rejected input (first of its kind)");
-            }
-            *seen += 1;
-            let dl = DeadLetter { line: this, topic, reason: reason.as_str(), detail };
-            dead.push((this, serde_json::to_string(&dl).unwrap_or_default()));
-        };
-        let Ok(line) = std::str::from_utf8(line) else {
-            reject(None, Reason::MalformedJson, "line is not UTF-8".into());
-            continue;
-        };
-        decoder.decode_line(line, |topic, res| {
-            let res = res.and_then(|ev| {
-                rounds.saw(ev.ts().0);
-                rounds.ingest.offer(&ev).map(|()| ev.kind())
-            });
-            match res {
-                Ok(kind) => stats.accepted[kind as usize] += 1,
-                Err(rej) => reject(topic, rej.reason, rej.detail),
-            }
-        });
     }
 }

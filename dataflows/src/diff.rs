@@ -1,7 +1,7 @@
 //! Abelian sum types used as differential "diffs".
 //!
 //! Windowed aggregates are kept *in the diff*: a reading enters differential as the record
-//! `(window key)` with the difference `FlowSum { count: 12, … }`, and `count_total` yields the
+//! `(window key)` with the difference `FlowSum { count: 12, … }`, and [`crate::totals::totals`] yields the
 //! exact per-key sum. Sums of integers are associative and commutative, so the result does not
 //! depend on arrival order, pre-aggregation, or the number of workers — the reason every
 //! quantity here is a fixed-point integer and never an `f64`.

@@ -12,6 +12,7 @@
 //! * [`time`] — event time, window alignment and the city-wide watermark.
 //! * [`ingest`] — turns decoded events into timed, pre-aggregated input updates.
 //! * [`traffic`] — traffic windows, levels, district index and traffic alert rules.
+//! * [`totals`] — per-key totals over event time: the window operator.
 //! * [`windows`] — temporal helpers (validity intervals, persistence) shared by all domains.
 //! * [`alerts`] — alert identities and their descriptions.
 //! * [`pipeline`] — the whole city dataflow and the ordered delivery of its results.
@@ -29,6 +30,7 @@ pub mod names;
 pub mod pipeline;
 pub mod pseudonym;
 pub mod time;
+pub mod totals;
 pub mod traffic;
 pub mod windows;
 

@@ -5,7 +5,7 @@
 //! # How the windows are computed, and why they are exact
 //! The ingest side ([`crate::ingest`]) turns each reading into the record [`DetWin`] (detector,
 //! window) whose *difference* is a [`FlowSum`] of fixed-point integers, presented at the time the
-//! window closes and retracted `retention` later. `count_total` sums the differences per key, so
+//! window closes and retracted `retention` later. [`totals`] sums the differences per key, so
 //! a window's total is exact whatever the arrival order or worker count, appears when the
 //! watermark passes the window's end, and is corrected (−old, +new) by a late reading. Segment
 //! windows (5 minutes) are the same records re-keyed to the segment; district windows (5
@@ -42,10 +42,10 @@ use crate::city::{CityModel, Idx, RoadClass};
 use crate::config::{Config, TrafficConfig};
 use crate::diff::abelian_struct;
 use crate::time::{MINUTE, Ms};
+use crate::totals::totals;
 use crate::windows::persisted;
 use differential_dataflow::VecCollection;
 use differential_dataflow::input::{Input, InputSession};
-use differential_dataflow::operators::count::CountTotal;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use timely::dataflow::Scope;
@@ -327,25 +327,22 @@ pub fn dataflow<'s>(
     let (alive_in, alive) = scope.new_collection::<Idx, isize>();
     let (seen_in, seen) = scope.new_collection::<Idx, isize>();
 
-    let detectors = windows.clone().count_total();
+    let detectors = totals(windows.clone());
 
     let c = city.clone();
-    let segments = windows
-        .clone()
-        .filter(|w| w.win == Win::M5)
-        .map(move |w| SegWin { win: w.win, start: w.start, seg: c.detector_segment(w.det) })
-        .count_total();
+    let segments = totals(windows.clone().filter(|w| w.win == Win::M5).map(move |w| SegWin {
+        win: w.win,
+        start: w.start,
+        seg: c.detector_segment(w.det),
+    }));
 
     let (c, f) = (city.clone(), cfg.clone());
-    let districts = segments
-        .clone()
-        .explode(move |(w, sum): (SegWin, FlowSum)| {
-            let seg = &c.segments[w.seg as usize];
-            let lvl = level(&sum, seg.road_class, &f.traffic);
-            let key = DistWin { win: w.win, start: w.start, district: seg.district };
-            Some((key, DistSum::of_segment(&sum, seg.length_m, lvl, &f.traffic)))
-        })
-        .count_total();
+    let districts = totals(segments.clone().explode(move |(w, sum): (SegWin, FlowSum)| {
+        let seg = &c.segments[w.seg as usize];
+        let lvl = level(&sum, seg.road_class, &f.traffic);
+        let key = DistWin { win: w.win, start: w.start, district: seg.district };
+        Some((key, DistSum::of_segment(&sum, seg.length_m, lvl, &f.traffic)))
+    }));
 
     let incidents = incident_alerts(detectors.clone(), windows, &city, &cfg);
     let congestion = congestion_alerts(districts.clone(), &cfg);
@@ -415,19 +412,20 @@ fn incident_alerts<'s>(
         .collect();
     let (c, c2) = (city.clone(), city.clone());
     let spill_occ = inc.spillback_occ;
-    let spilling = windows
-        .filter(move |w| w.win == Win::M1 && watched[c.detector_segment(w.det) as usize])
-        .map(move |w| (c2.detector_segment(w.det), w.start))
-        .count_total()
-        .flat_map({
-            let c = city.clone();
-            move |((seg, start), sum): ((Idx, Ms), FlowSum)| {
-                let hit = sum.occupancy_at_least(spill_occ);
-                let ups = if hit { c.segments[seg as usize].upstream.clone() } else { Vec::new() };
-                ups.into_iter().map(move |u| (u, start))
-            }
-        })
-        .distinct();
+    let spilling = totals(
+        windows
+            .filter(move |w| w.win == Win::M1 && watched[c.detector_segment(w.det) as usize])
+            .map(move |w| (c2.detector_segment(w.det), w.start)),
+    )
+    .flat_map({
+        let c = city.clone();
+        move |((seg, start), sum): ((Idx, Ms), FlowSum)| {
+            let hit = sum.occupancy_at_least(spill_occ);
+            let ups = if hit { c.segments[seg as usize].upstream.clone() } else { Vec::new() };
+            ups.into_iter().map(move |u| (u, start))
+        }
+    })
+    .distinct();
 
     let blocked = candidates.antijoin(spilling).map(|((seg, start), lane)| ((seg, lane), start));
     persisted(blocked, MINUTE, inc.persist_min).map(|(segment, lane)| AlertKey {

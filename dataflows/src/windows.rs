@@ -14,7 +14,7 @@
 //! count because they are pure functions of each record plus exact integer counts.
 
 use crate::time::Ms;
-use differential_dataflow::operators::count::CountTotal;
+use crate::totals::totals;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use timely::dataflow::operators::vec::Map;
 
@@ -43,9 +43,7 @@ where
     K: ExchangeData + std::hash::Hash,
 {
     let n64 = n as Ms;
-    let runs = cond
-        .flat_map(move |(k, start)| (0..n64).map(move |i| (k.clone(), start + i * len)))
-        .count_total()
+    let runs = totals(cond.flat_map(move |(k, start)| (0..n64).map(move |i| (k.clone(), start + i * len))))
         .filter(move |(_, votes)| *votes == n as isize)
         .map(|(key_start, _)| key_start);
     during(runs, move |(_, start)| (start + len, start + 2 * len)).map(|(k, _)| k)

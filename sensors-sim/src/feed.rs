@@ -540,7 +540,7 @@ mod tests {
         let decoder = Decoder::new("city/", Pseudonymizer::new(vec![7; 32]));
         let mut last_ts = 0;
         for line in &a {
-            decoder.decode_line(line, |topic, ev| {
+            decoder.decode_line(line.as_bytes(), |topic, ev| {
                 let Ok(Event::Detector(r)) = ev else { panic!("{line}: {ev:?}") };
                 assert_eq!(topic, Some(format!("city/traffic/detector/{}", r.sensor).as_str()));
                 assert!(r.ts.0 >= last_ts, "arrival order follows the intervals");

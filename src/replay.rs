@@ -342,16 +342,14 @@ fn parse_rounds(
         let mut dead = Vec::new();
         let mut max_ts = 0;
         for (b, block) in blocks.iter().enumerate() {
+            let data = &block.data;
+            let ends = memchr::memchr_iter(b'\n', data).chain(std::iter::once(data.len()));
             let mut start = 0;
-            for (number, text) in (block.first_line..).zip(block.data.split(|&c| c == b'\n')) {
-                let mut at = LineRef {
-                    number,
-                    element: 0,
-                    block: b as u32,
-                    start: start as u32,
-                    end: (start + text.len()) as u32,
-                };
-                start += text.len() + 1;
+            for (number, end) in (block.first_line..).zip(ends) {
+                let text = &data[start..end];
+                let mut at =
+                    LineRef { number, element: 0, block: b as u32, start: start as u32, end: end as u32 };
+                start = end + 1;
                 if text.iter().all(u8::is_ascii_whitespace) {
                     continue; // blank lines (and the piece after a final newline) are not records
                 }

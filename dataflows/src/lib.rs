@@ -9,6 +9,7 @@
 //! * [`city`] — the city model from GeoJSON, interned ids, point placement.
 //! * [`names`] — compact id tables (string id ↔ index).
 //! * [`config`] — the settings of the dataflows, with documented defaults.
+//! * [`scan`] — the plain shape of a detector recording line, read without serde.
 //! * [`time`] — event time, window alignment and the city-wide watermark.
 //! * [`ingest`] — turns decoded events into timed, pre-aggregated input updates.
 //! * [`traffic`] — traffic windows, levels, district index and traffic alert rules.
@@ -29,6 +30,7 @@ pub mod lp;
 pub mod names;
 pub mod pipeline;
 pub mod pseudonym;
+pub mod scan;
 pub mod time;
 pub mod totals;
 pub mod traffic;

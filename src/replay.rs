@@ -527,15 +527,25 @@ fn write_outputs(
 /// Runs a replay to completion.
 pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary> {
     let started = Instant::now();
-    let city_text = std::fs::read_to_string(&opts.city)
-        .with_context(|| format!("cannot read city model {}", opts.city.display()))?;
-    let city = Arc::new(CityModel::from_geojson_str(&city_text)?);
-    drop(city_text);
+    // The city model loads on a thread of its own while the reader starts on the input.
+    let loading = {
+        let path = opts.city.clone();
+        std::thread::Builder::new().name("replay-city".into()).spawn(move || -> Result<CityModel> {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read city model {}", path.display()))?;
+            Ok(CityModel::from_geojson_str(&text)?)
+        })?
+    };
+    let city_model = || loading.join().map_err(|_| anyhow::anyhow!("loading the city model panicked"))?;
     let cfg = Arc::new(settings.dataflow.clone());
     let workers = opts.workers.max(1);
     let input_size = std::fs::metadata(&opts.input).map(|m| m.len()).unwrap_or(0);
     let read_bytes = Arc::new(AtomicU64::new(0));
-    let input = open_recording(&opts.input, read_bytes.clone())?;
+    let input = match open_recording(&opts.input, read_bytes.clone()) {
+        Ok(input) => input,
+        // A bad city model is reported first, as it is the first argument.
+        Err(e) => return Err(city_model().err().unwrap_or(e)),
+    };
     let block_bytes = opts.block_bytes.max(1);
 
     // Reader → parsers → workers, each channel two rounds deep.
@@ -564,6 +574,8 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
         .spawn(move || read_blocks(input, to_parsers, block_bytes))?;
     let decoder =
         Decoder::new(settings.topic_prefix.clone(), Pseudonymizer::new(settings.pseudonym_key.clone()));
+
+    let city = Arc::new(city_model()?);
 
     // Dataflow → writer.
     let (to_writer, from_workers) = sync_channel::<ToWriter>(64);

@@ -426,6 +426,11 @@ impl CityModel {
         self.detector_multi_lane[det as usize]
     }
 
+    /// Whether any segment has detectors on more than one lane.
+    pub fn has_multi_lane(&self) -> bool {
+        self.detector_multi_lane.iter().any(|&m| m)
+    }
+
     /// The detectors of a segment as `(lane, detector)`, sorted by lane.
     pub fn segment_detectors(&self, segment: Idx) -> &[(u32, Idx)] {
         &self.segment_lanes[segment as usize]

@@ -97,7 +97,11 @@ impl<'a> Fields<'a> {
     }
     fn end(&mut self, ms: Ms) {
         self.out.push(' ');
-        self.out.push_str(itoa::Buffer::new().format(ms as u128 * 1_000_000));
+        // Nanoseconds fit a u64 until the year 2554; accepted event times end in 2100.
+        match ms.checked_mul(1_000_000) {
+            Some(ns) => self.out.push_str(itoa::Buffer::new().format(ns)),
+            None => self.out.push_str(itoa::Buffer::new().format(ms as u128 * 1_000_000)),
+        }
         self.out.push('\n');
     }
 }

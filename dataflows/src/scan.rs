@@ -82,29 +82,41 @@ impl<'a> Cursor<'a> {
     }
 
     /// `null`, or a number of at most 15 digits without sign or exponent.
+    ///
+    /// Its value is `m / 10^k` for the digits `m` and the `k` digits after the point: with at
+    /// most 15 digits both are exact in an `f64`, and one IEEE division rounds correctly, so this
+    /// is the correctly rounded value of the decimal, as `str::parse` (and serde_json) give it.
     #[inline]
     fn float(&mut self) -> Option<Option<f64>> {
+        const POW10: [f64; 16] =
+            [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
         if self.null() {
             return Some(None);
         }
-        let start = self.i;
-        let int = self.int_part()?;
-        let mut n = int;
+        let int = self.int_part().filter(|&n| n <= 15)?;
+        let mut m: u64 = 0;
+        for &d in &self.text.as_bytes()[self.i - int..self.i] {
+            m = m * 10 + (d - b'0') as u64;
+        }
+        let mut frac = 0;
         if self.peek() == Some(b'.') {
             self.i += 1;
-            let frac = self.i;
-            while matches!(self.peek(), Some(b'0'..=b'9')) {
+            while let Some(d @ b'0'..=b'9') = self.peek() {
+                if int + frac >= 15 {
+                    return None;
+                }
+                m = m * 10 + (d - b'0') as u64;
+                frac += 1;
                 self.i += 1;
             }
-            if self.i == frac {
+            if frac == 0 {
                 return None;
             }
-            n += self.i - frac;
         }
-        if n > 15 || matches!(self.peek(), Some(b'e' | b'E')) {
+        if int + frac > 15 || matches!(self.peek(), Some(b'e' | b'E')) {
             return None;
         }
-        self.text.get(start..self.i)?.parse().ok().map(Some)
+        Some(Some(m as f64 / POW10[frac]))
     }
 
     /// The integer part of a number: its digit count.
@@ -254,6 +266,26 @@ mod tests {
     }
 
     #[test]
+    fn short_decimals_are_correctly_rounded() {
+        let mut x: u64 = 1;
+        for _ in 0..100_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let digits = format!("{}", (x >> 20) % 1_000_000_000_000_000);
+            let point = (x >> 8) as usize % digits.len();
+            let text = if point == 0 {
+                digits.clone()
+            } else {
+                format!("{}.{}", &digits[..point], &digits[point..])
+            };
+            let mut c = Cursor { text: &text, i: 0 };
+            match c.float() {
+                Some(Some(v)) => assert_eq!(v.to_bits(), text.parse::<f64>().unwrap().to_bits(), "{text}"),
+                other => panic!("{text} refused: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn anything_else_is_left_to_serde() {
         let refused = [
             r#"{"topic": "t","payload":{"sensor":"d","segment":"s","ts":1767225600000,"interval_s":30,"count":1}}"#,
@@ -269,6 +301,7 @@ mod tests {
             r#"{"topic":"t","payload":{"sensor":"d","segment":"s","ts":1767225600000,"interval_s":30,"count":1,"occupancy":-0.0}}"#,
             r#"{"topic":"t","payload":{"sensor":"d","segment":"s","ts":1767225600000,"interval_s":30,"count":1,"occupancy":1e-1}}"#,
             r#"{"topic":"t","payload":{"sensor":"d","segment":"s","ts":1767225600000,"interval_s":30,"count":1,"speed_kmh":1.1234567890123456}}"#,
+            r#"{"topic":"t","payload":{"sensor":"d","segment":"s","ts":1767225600000,"interval_s":30,"count":1,"speed_kmh":12345678901234567890123}}"#,
             r#"{"topic":"t","payload":{"sensor":"d","segment":"s","ts":1767225600000,"interval_s":30,"count":1}} "#,
             r#"{"topic":"t","payload":[{"sensor":"d","segment":"s","ts":1767225600000,"interval_s":30,"count":1}]}"#,
         ];

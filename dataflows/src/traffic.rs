@@ -44,8 +44,8 @@ use crate::diff::abelian_struct;
 use crate::time::{MINUTE, Ms};
 use crate::totals::totals;
 use crate::windows::persisted;
-use differential_dataflow::VecCollection;
 use differential_dataflow::input::{Input, InputSession};
+use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use timely::dataflow::Scope;
@@ -371,6 +371,12 @@ fn incident_alerts<'s>(
     city: &Arc<CityModel>,
     cfg: &Arc<Config>,
 ) -> VecCollection<'s, Ms, AlertKey> {
+    // Without a segment of several lanes no lane has a neighbour to compare with, so the rule
+    // can never fire: it is not built, and costs nothing per window.
+    if !city.has_multi_lane() {
+        return timely::dataflow::operators::generic::operator::empty(detectors.inner.scope())
+            .as_collection();
+    }
     let inc = cfg.traffic.incident.clone();
     let occ_stopped_ppm = (inc.occ_stopped * 1e6).round() as i64;
     let occ_diff_ppm = (inc.occ_diff * 1e6).round() as i64;

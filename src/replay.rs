@@ -11,7 +11,8 @@
 //! The input is cut into blocks of about 1 MiB at line ends, and blocks into *rounds* of
 //! [`BLOCKS_PER_ROUND`]. Both cuts depend only on the file, never on the worker count.
 //!
-//! * The reader deals each round's blocks round-robin to the **parsers** (one per worker). A
+//! * The reader deals each round's blocks round-robin to the **parsers** (one per core by
+//!   default, independent of the worker count: parsing is the larger share of the work). A
 //!   parser decodes its lines and checks each detector reading against the city model
 //!   ([`CheckedReading::check`]) — the costly, stateless part of ingestion — and hands each
 //!   worker the round's readings of the detectors it owns (detector index mod workers), so all
@@ -70,6 +71,9 @@ pub struct ReplayOptions {
     pub dead_letter_out: Option<PathBuf>,
     /// Timely worker threads.
     pub workers: usize,
+    /// Parser threads (decoding and id checks, ahead of the workers). The output does not
+    /// depend on it.
+    pub parsers: usize,
     /// Print a progress line to stderr every few seconds.
     pub progress: bool,
     /// Bytes per input block ([`BLOCK_BYTES`] by default); the watermark advances once per
@@ -471,7 +475,7 @@ fn write_outputs(
     let mut totals = WriterTotals { points: 0, raised: 0, cleared: 0, active: 0 };
     let mut buf = String::with_capacity(LP_CHUNK + (1 << 16));
     // Every parser and every worker reports each round.
-    let reporters = 2 * opts.workers.max(1);
+    let reporters = opts.parsers.max(1) + opts.workers.max(1);
     let mut dl_rounds: BTreeMap<u64, (usize, Vec<DeadLine>)> = BTreeMap::new();
     for msg in rx {
         match msg {
@@ -549,26 +553,26 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
     let block_bytes = opts.block_bytes.max(1);
 
     // Reader → parsers → workers, each channel two rounds deep.
+    let parsers = opts.parsers.max(1);
     let mut to_parsers = Vec::new();
     let mut parser_inputs = Vec::new();
-    for _ in 0..workers {
+    for _ in 0..parsers {
         let (tx, rx) = sync_channel::<Vec<Block>>(2);
         to_parsers.push(tx);
         parser_inputs.push(rx);
     }
-    // parsed[w][p]: parser p's items for worker w.
-    let mut parsed_tx: Vec<Vec<SyncSender<Parsed>>> = (0..workers).map(|_| Vec::new()).collect();
-    let mut parsed_rx: Vec<Option<Vec<Receiver<Parsed>>>> = Vec::new();
-    for _ in 0..workers {
-        let mut rxs = Vec::new();
-        for txs in parsed_tx.iter_mut() {
+    // to_worker[p][w] sends parser p's items for worker w; from_parser[w][p] receives them.
+    let mut to_worker: Vec<Vec<SyncSender<Parsed>>> = (0..parsers).map(|_| Vec::new()).collect();
+    let mut from_parser: Vec<Option<Vec<Receiver<Parsed>>>> =
+        (0..workers).map(|_| Some(Vec::new())).collect();
+    for txs in to_worker.iter_mut() {
+        for rxs in from_parser.iter_mut().flatten() {
             let (tx, rx) = sync_channel::<Parsed>(2);
             txs.push(tx);
             rxs.push(rx);
         }
-        parsed_rx.push(Some(rxs));
     }
-    let parsed_rx = Arc::new(Mutex::new(parsed_rx));
+    let from_parser = Arc::new(Mutex::new(from_parser));
     let reader = std::thread::Builder::new()
         .name("replay-reader".into())
         .spawn(move || read_blocks(input, to_parsers, block_bytes))?;
@@ -585,18 +589,15 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
             .name("replay-writer".into())
             .spawn(move || write_outputs(from_workers, &opts, &city, &cfg))?
     };
-    // Parser p sends to every worker: the p-th sender of each worker's list.
-    let mut parsers = Vec::new();
-    for (p, rx) in parser_inputs.into_iter().enumerate() {
-        let txs: Vec<SyncSender<Parsed>> = (0..workers).map(|w| parsed_tx[w][p].clone()).collect();
+    let mut parser_threads = Vec::new();
+    for (p, (rx, txs)) in parser_inputs.into_iter().zip(to_worker).enumerate() {
         let (to_writer, decoder, city) = (to_writer.clone(), decoder.clone(), city.clone());
-        parsers.push(
+        parser_threads.push(
             std::thread::Builder::new()
                 .name(format!("replay-parser-{p}"))
                 .spawn(move || parse_rounds(rx, txs, to_writer, decoder, city))?,
         );
     }
-    drop(parsed_tx);
 
     // Progress.
     let done = Arc::new(AtomicU64::new(0));
@@ -628,7 +629,7 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index();
-        let rxs = parsed_rx.lock().ok().and_then(|mut r| r[index].take()).unwrap_or_default();
+        let rxs = from_parser.lock().ok().and_then(|mut r| r[index].take()).unwrap_or_default();
         let tx = to_writer.lock().map(|t| t.clone()).ok();
         let mut stats = Stats::default();
         let (deliver_tx, deliver_cutoff) = (tx.clone(), cutoff.clone());
@@ -689,7 +690,7 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
         all.add(stats);
         end_ts = end_ts.max(end);
     }
-    for p in parsers {
+    for p in parser_threads {
         all.add(p.join().map_err(|_| anyhow::anyhow!("a parser thread panicked"))?);
     }
     let mut summary = ReplaySummary {

@@ -97,6 +97,7 @@ fn replay_windows(name: &str, geojson: &str, lines: &[String], workers: usize) -
         alerts_out: None,
         dead_letter_out: None,
         workers,
+        parsers: 2,
         progress: false,
         block_bytes: citybrain::replay::BLOCK_BYTES,
     };

@@ -89,6 +89,8 @@ fn run_files(dir: &Path, city_path: &Path, input: &Path, workers: usize, config:
         alerts_out: Some(dir.join(format!("alerts-{workers}.jsonl"))),
         dead_letter_out: Some(dir.join(format!("dl-{workers}.jsonl"))),
         workers,
+        // Another number of parsers than of workers, so dealing readings to their owners is tested.
+        parsers: workers % 2 + 1,
         progress: false,
         block_bytes: 2048, // many rounds even in a small file: the watermark moves as in a live feed
     };

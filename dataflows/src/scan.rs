@@ -63,12 +63,8 @@ impl<'a> Cursor<'a> {
     #[inline]
     fn digits(&mut self) -> Option<&'a str> {
         let start = self.i;
-        while matches!(self.peek(), Some(b'0'..=b'9')) {
-            self.i += 1;
-        }
-        let digits = self.text.get(start..self.i)?;
-        let plain = !digits.is_empty() && (digits == "0" || !digits.starts_with('0'));
-        (plain && !matches!(self.peek(), Some(b'.' | b'e' | b'E'))).then_some(digits)
+        self.int_part()?;
+        (!matches!(self.peek(), Some(b'.' | b'e' | b'E'))).then(|| &self.text[start..self.i])
     }
 
     #[inline]

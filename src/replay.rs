@@ -406,7 +406,7 @@ enum ToWriter {
 /// point) overlaps with formatting. Chunk buffers go back and forth, so none is allocated after
 /// the first few.
 struct ChunkWriter {
-    chunks: Option<SyncSender<String>>,
+    chunks: SyncSender<String>,
     free: Receiver<String>,
     thread: std::thread::JoinHandle<std::io::Result<()>>,
 }
@@ -424,24 +424,24 @@ impl ChunkWriter {
             }
             out.flush()
         })?;
-        Ok(ChunkWriter { chunks: Some(chunks), free, thread })
+        Ok(ChunkWriter { chunks, free, thread })
     }
 
-    /// Hands `buf` over for writing and leaves an empty buffer in its place.
-    fn send(&mut self, buf: &mut String) {
+    /// Hands `buf` over for writing and leaves an empty buffer in its place. Fails (with the
+    /// write error) as soon as the output thread has stopped on one.
+    fn send(self, buf: &mut String) -> Result<Self> {
         let next = self.free.try_recv().unwrap_or_else(|_| String::with_capacity(buf.capacity()));
         let chunk = std::mem::replace(buf, next);
-        // A failed send means the thread stopped on an error, which `finish` reports.
-        if let Some(tx) = &self.chunks
-            && tx.send(chunk).is_err()
-        {
-            self.chunks = None;
+        if self.chunks.send(chunk).is_err() {
+            self.finish()?;
+            anyhow::bail!("the output thread stopped");
         }
+        Ok(self)
     }
 
     /// Waits until everything is written; the first write error, if any.
-    fn finish(mut self) -> Result<()> {
-        self.chunks = None;
+    fn finish(self) -> Result<()> {
+        drop(self.chunks);
         self.thread.join().map_err(|_| anyhow::anyhow!("the output thread panicked"))??;
         Ok(())
     }
@@ -469,6 +469,7 @@ fn write_outputs(
     cfg: &Config,
 ) -> Result<WriterTotals> {
     let mut lp_out = ChunkWriter::spawn(create(&opts.out_lp)?)?;
+    let lp_context = || format!("cannot write {}", opts.out_lp.display());
     let mut alerts_out = opts.alerts_out.as_deref().map(create).transpose()?;
     let mut dl_out = opts.dead_letter_out.as_deref().map(create).transpose()?;
     let mut book = AlertBook::default();
@@ -495,7 +496,7 @@ fn write_outputs(
                     }
                 }
                 if buf.len() >= LP_CHUNK {
-                    lp_out.send(&mut buf);
+                    lp_out = lp_out.send(&mut buf).with_context(lp_context)?;
                 }
             }
             ToWriter::DeadLetters(round, lines) => {
@@ -516,8 +517,7 @@ fn write_outputs(
             }
         }
     }
-    lp_out.send(&mut buf);
-    lp_out.finish().with_context(|| format!("cannot write {}", opts.out_lp.display()))?;
+    lp_out.send(&mut buf).and_then(ChunkWriter::finish).with_context(lp_context)?;
     if let Some(mut w) = alerts_out {
         w.flush()?;
     }

@@ -6,9 +6,17 @@
 //! cell and district hold an incident, a case or a sensor) is a point-in-polygon test with
 //! `geo`, after an R-tree (`rstar`) narrows the candidates to the polygons whose bounding box
 //! holds the point.
+//!
+//! A model that contradicts itself is refused at load with an error naming the feature
+//! (CONTRACT §3): a detector on a missing segment or on a lane its segment does not have, two
+//! detectors on one lane of a segment (the incident rule compares a lane with its neighbours, so
+//! a doubled lane would make that comparison meaningless), an unknown upstream or downstream
+//! segment, and cells whose interiors overlap (a point must lie in one cell). Cells that only
+//! share a border are a tiling, not an overlap: the test is `geo`'s DE-9IM relation
+//! (intersecting but not merely touching), run on the pairs whose bounding boxes meet.
 
 use crate::names::Names;
-use geo::{BoundingRect, Centroid, Geometry, Intersects, MultiPolygon, Point};
+use geo::{BoundingRect, Centroid, Geometry, Intersects, MultiPolygon, Point, Relate};
 use rstar::{AABB, RTree, primitives::GeomWithData, primitives::Rectangle};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -280,10 +288,32 @@ impl CityModel {
         m.cell_tree = RTree::bulk_load(
             m.cells.iter().enumerate().filter_map(|(i, c)| rect_of(&c.area, i as Idx)).collect(),
         );
+        // Overlapping cells: each later cell against the earlier ones its box meets.
+        let cell_raw: Vec<usize> =
+            raws.iter().enumerate().filter(|(_, r)| r.kind == "cell").map(|(i, _)| i).collect();
+        for (c, cell) in m.cells.iter().enumerate() {
+            let Some(rect) = rect_of(&cell.area, c as Idx) else { continue };
+            let env = rstar::RTreeObject::envelope(&rect);
+            let earlier = m
+                .cell_tree
+                .locate_in_envelope_intersecting(&env)
+                .map(|g| g.data as usize)
+                .filter(|&o| o < c)
+                .filter(|&o| {
+                    let rel = cell.area.relate(&m.cells[o].area);
+                    rel.is_intersects() && !rel.is_touches()
+                })
+                .min();
+            if let Some(o) = earlier {
+                let i = cell_raw[c];
+                return Err(fail(i, &raws[i], &format!("overlaps cell {:?}", m.cells[o].id)));
+            }
+        }
         m.district_tree = RTree::bulk_load(
             m.districts.iter().enumerate().filter_map(|(i, d)| rect_of(&d.area, i as Idx)).collect(),
         );
         // Pass 3: segments, detectors, stations.
+        let mut detector_raw = Vec::new();
         for (i, r) in raws.iter().enumerate() {
             match r.kind.as_str() {
                 "segment" => {
@@ -335,6 +365,7 @@ impl CityModel {
                     let s = r.segment.as_deref().ok_or_else(|| fail(i, r, "missing property `segment`"))?;
                     let segment =
                         m.segment_ix.get(s).ok_or_else(|| fail(i, r, &format!("unknown segment {s:?}")))?;
+                    detector_raw.push(i);
                     m.detectors.push(Detector {
                         id: r.id.clone(),
                         segment,
@@ -373,9 +404,27 @@ impl CityModel {
                 m.segments[down as usize].upstream.push(up);
             }
         }
+        // Detectors and lanes: each on a lane its segment has, at most one per lane.
         m.segment_lanes = vec![Vec::new(); m.segments.len()];
         for (d, det) in m.detectors.iter().enumerate() {
-            m.segment_lanes[det.segment as usize].push((det.lane, d as Idx));
+            let seg = &m.segments[det.segment as usize];
+            let i = detector_raw[d];
+            if det.lane >= seg.lanes {
+                let reason = format!(
+                    "lane {} of segment {:?}, which has {} lane(s) (numbered from 0)",
+                    det.lane, seg.id, seg.lanes
+                );
+                return Err(fail(i, &raws[i], &reason));
+            }
+            let lanes = &mut m.segment_lanes[det.segment as usize];
+            if let Some(&(_, other)) = lanes.iter().find(|&&(l, _)| l == det.lane) {
+                let reason = format!(
+                    "second detector on lane {} of segment {:?} (detector {:?} is there already)",
+                    det.lane, seg.id, m.detectors[other as usize].id
+                );
+                return Err(fail(i, &raws[i], &reason));
+            }
+            lanes.push((det.lane, d as Idx));
         }
         for lanes in &mut m.segment_lanes {
             lanes.sort_unstable();
@@ -499,6 +548,48 @@ mod tests {
         assert_eq!(m.place(1.5, 0.5), (m.cell("c2"), m.district("d1")));
         assert_eq!(m.place(5.0, 5.0), (None, None));
         assert_eq!(m.officer_cells("o1").len(), 2);
+    }
+
+    /// The load error of `TINY` with `from` replaced by `to`.
+    fn refused(from: &str, to: &str) -> String {
+        let bad = TINY.replace(from, to);
+        assert_ne!(bad, TINY, "the replacement must apply");
+        CityModel::from_geojson_str(&bad).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn two_detectors_on_one_lane_are_refused() {
+        let e = refused(r#""id":"k1","segment":"s1","lane":1"#, r#""id":"k1","segment":"s1","lane":0"#);
+        assert!(e.contains("feature 6 (detector \"k0\")") && e.contains("\"k1\" is there"), "{e}");
+    }
+
+    #[test]
+    fn a_detector_on_a_missing_lane_or_segment_is_refused() {
+        let e = refused(r#""segment":"s1","lane":1"#, r#""segment":"s1","lane":2"#);
+        assert!(e.contains("(detector \"k1\")") && e.contains("lane 2 of segment \"s1\""), "{e}");
+        let e = refused(r#""segment":"s1","lane":0"#, r#""segment":"s9","lane":0"#);
+        assert!(e.contains("(detector \"k0\")") && e.contains("unknown segment \"s9\""), "{e}");
+    }
+
+    #[test]
+    fn unknown_upstream_or_downstream_is_refused() {
+        let e = refused(r#""downstream":["s2"]"#, r#""downstream":["s7"]"#);
+        assert!(e.contains("(segment \"s1\")") && e.contains("unknown downstream segment \"s7\""), "{e}");
+        let e = refused(r#""upstream":["s1"]"#, r#""upstream":["s8"]"#);
+        assert!(e.contains("(segment \"s2\")") && e.contains("unknown upstream segment \"s8\""), "{e}");
+    }
+
+    #[test]
+    fn overlapping_cells_are_refused_touching_ones_are_not() {
+        // c2 widened to x = 0.9 overlaps c1 (0..1); as given they share the border x = 1.
+        let e = refused("[[[1,0],[2,0],[2,1],[1,1],[1,0]]]", "[[[0.9,0],[2,0],[2,1],[0.9,1],[0.9,0]]]");
+        assert!(e.contains("feature 2 (cell \"c2\")") && e.contains("overlaps cell \"c1\""), "{e}");
+        // A cell inside another is an overlap too.
+        let e = refused("[[[1,0],[2,0],[2,1],[1,1],[1,0]]]", "[[[0.2,0.2],[0.4,0.2],[0.4,0.4],[0.2,0.2]]]");
+        assert!(e.contains("overlaps cell \"c1\""), "{e}");
+        // Cells touching at a corner only are fine.
+        let ok = TINY.replace("[[[1,0],[2,0],[2,1],[1,1],[1,0]]]", "[[[1,1],[2,1],[2,2],[1,2],[1,1]]]");
+        CityModel::from_geojson_str(&ok).unwrap();
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use crate::mqtt::MqttConfig;
 use crate::sink::influx::InfluxConfig;
 use anyhow::{Context, Result, bail};
-use citybrain_dataflows::config::{TimeConfig, TrafficConfig};
+use citybrain_dataflows::config::{IngestConfig, TimeConfig, TrafficConfig};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +25,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     privacy: PrivacyConfig,
     time: TimeConfig,
+    ingest: IngestConfig,
     traffic: TrafficConfig,
     mqtt: MqttConfig,
     influxdb: Option<InfluxConfig>,
@@ -202,7 +203,8 @@ impl Settings {
             }
             None => FileConfig::default(),
         };
-        let dataflow = citybrain_dataflows::Config { time: file.time, traffic: file.traffic };
+        let dataflow =
+            citybrain_dataflows::Config { time: file.time, ingest: file.ingest, traffic: file.traffic };
         dataflow.validate().map_err(|e| {
             anyhow::anyhow!("config {}: {e}", path.map(|p| p.display().to_string()).unwrap_or_default())
         })?;

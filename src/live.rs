@@ -10,26 +10,37 @@
 //! barrier lets its own queue fill while the other's progress advances the city-wide clock, and
 //! its backlog then looks late).
 //!
-//! The event-time clock is the largest `ts` seen minus the lateness; while input is idle it also
-//! follows the wall clock (CONTRACT §1), so timers (an offline detector) fire without new input.
-//! Worker 0 measures the idle time: once the largest `ts` has not grown for a whole tick, the
-//! clock may advance to `largest ts + idle wall time × speed − lateness` (`speed` is event
-//! milliseconds per wall millisecond: 1 in production, the simulator's speed in a demo).
+//! A detector's readings are applied by the worker that owns it (detector index mod workers):
+//! whichever worker decodes a reading forwards it there, and every worker takes its forwarded
+//! readings at the end of the round (after a barrier, so none is left behind). That keeps a
+//! detector's remembered readings in one place, which is what makes ingestion idempotent on
+//! any number of workers: a QoS 1 redelivery or an HTTP retry changes nothing.
 //!
-//! Shutdown ends the current round, then closes every window and fires every timer due by the
-//! end of the current 5-minute window, exactly as `replay` does at the end of a recording.
+//! The event-time clock is the city's (CONTRACT §1): the latest `ts` of a validated record; a
+//! record stamped more than `ingest.max_future_s` ahead of the wall clock is dead-lettered
+//! `future_ts` and never reaches it. The wall clock here runs at `speed` event milliseconds per
+//! wall millisecond from the driver's start (1 in production; the simulator's speed in a demo,
+//! whose simulated time starts at the wall clock). While input is idle the clock also follows
+//! the wall clock, so timers (an offline detector) fire without new input. Worker 0 measures the
+//! idle time: once the clock has not moved for a whole tick, the watermark may advance to
+//! `clock + idle wall time × speed − lateness`.
+//!
+//! Shutdown ends the current round, then closes every window holding data, exactly as `replay`
+//! does at the end of a recording: timers fire only up to the last event time seen, so stopping
+//! the service raises nothing (`runtime::EndOfInput`).
 
-use crate::runtime::{RoundControl, SharedClock, WorkerRounds};
+use crate::runtime::{EndOfInput, RoundControl, SharedClock, WorkerRounds};
 use anyhow::Result;
-use citybrain_dataflows::event::{Decoder, Rejected};
+use citybrain_dataflows::event::{Decoder, Event, Reason, Rejected};
+use citybrain_dataflows::ingest::{CheckedReading, Sequenced};
 use citybrain_dataflows::pipeline::Out;
 use citybrain_dataflows::pseudonym::Pseudonymizer;
 use citybrain_dataflows::time::window_end;
 use citybrain_dataflows::traffic::Win;
 use citybrain_dataflows::{CityModel, Config, Ms};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 /// How the live driver runs.
@@ -80,6 +91,10 @@ pub struct LiveMetrics {
     pub accepted: AtomicU64,
     /// Elements rejected (dead-lettered).
     pub rejected: AtomicU64,
+    /// Copies of readings already accepted that changed nothing (not in `accepted`).
+    pub duplicates: AtomicU64,
+    /// Copies of readings already accepted that replaced them with other content.
+    pub corrections: AtomicU64,
     /// The watermark after the last round, epoch ms.
     pub watermark: AtomicU64,
     /// The largest event time seen, epoch ms.
@@ -144,20 +159,40 @@ impl Live {
         let (queue_tx, queue_rx) = crossbeam_channel::bounded::<Message>(opts.queue.max(1) * workers);
         let stop = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(LiveMetrics::default());
-        let clock = SharedClock::new(workers, cfg.time.lateness_ms());
+        let clock = SharedClock::new(workers, &cfg);
         let decoder = Decoder::new(opts.topic_prefix.clone(), Pseudonymizer::new(opts.pseudonym_key.clone()));
-        let cutoff = Arc::new(AtomicU64::new(u64::MAX));
+        let ended = Arc::new(EndOfInput::default());
         let (stop2, metrics2) = (stop.clone(), metrics.clone());
+        let wall = WallClock::new(opts.speed);
+        // Readings forwarded to the worker that owns their detector.
+        let (owners_tx, owners_rx): (Vec<_>, Vec<_>) =
+            (0..workers).map(|_| crossbeam_channel::unbounded::<Forwarded>()).unzip();
+        let forwarding = Arc::new(Barrier::new(workers));
+        let arrivals = Arc::new(AtomicU64::new(0));
         let guards = timely::execute(timely::Config::process(workers), move |worker| {
             let rx: Receiver<Message> = queue_rx.clone();
-            let (out, cut) = (on_out.clone(), cutoff.clone());
+            let (out, ended) = (on_out.clone(), ended.clone());
+            let deliver_ended = ended.clone();
             let mut rounds =
-                WorkerRounds::new(worker, city.clone(), cfg.clone(), clock.clone(), move |t, records| {
-                    if t <= cut.load(Ordering::Acquire) {
+                WorkerRounds::new(worker, city.clone(), cfg.clone(), clock.clone(), move |t, mut records| {
+                    if deliver_ended.admit(t, &mut records) {
                         out(t, records)
                     }
                 });
             let mut idle = IdleClock::new(opts.speed, clock.lateness());
+            let mut ctx = Ctx {
+                decoder: &decoder,
+                city: &city,
+                metrics: &metrics2,
+                on_reject: &on_reject,
+                owners: &owners_tx,
+                index: worker.index(),
+                wall: &wall,
+                max_future: clock.max_future(),
+                arrivals: &arrivals,
+                counted: (0, 0),
+            };
+            let inbox = &owners_rx[worker.index()];
             loop {
                 let deadline = Instant::now() + opts.tick;
                 let mut disconnected = false;
@@ -169,7 +204,7 @@ impl Live {
                         break;
                     }
                     match rx.recv_timeout(left) {
-                        Ok(msg) => ingest_message(&msg, &decoder, &mut rounds, &metrics2, &on_reject),
+                        Ok(msg) => ctx.ingest_message(msg, &mut rounds),
                         Err(RecvTimeoutError::Timeout) => break,
                         Err(RecvTimeoutError::Disconnected) => {
                             disconnected = true;
@@ -179,9 +214,12 @@ impl Live {
                 }
                 let control = RoundControl {
                     idle_floor: idle.floor(clock.max_ts()),
+                    reference: Some(wall.now()),
                     stop: stop2.load(Ordering::Acquire) || disconnected,
                 };
+                ctx.take_forwarded(&forwarding, inbox, &mut rounds);
                 let (now, stopping) = rounds.end_round(worker, control);
+                ctx.after_round(&mut rounds);
                 if worker.index() == 0 {
                     metrics2.watermark.store(now, Ordering::Relaxed);
                     metrics2.max_ts.store(clock.max_ts(), Ordering::Relaxed);
@@ -193,15 +231,14 @@ impl Live {
             // Nothing already queued is lost: drain to the end (the senders are gone), then end
             // one last round together.
             for msg in rx.iter() {
-                ingest_message(&msg, &decoder, &mut rounds, &metrics2, &on_reject);
+                ctx.ingest_message(msg, &mut rounds);
             }
-            rounds.end_round(worker, RoundControl::default());
-            // Close every window and fire every timer due by the end of the current 5-minute
-            // window; nothing later is delivered.
+            ctx.take_forwarded(&forwarding, inbox, &mut rounds);
+            rounds.end_round(worker, RoundControl { reference: Some(wall.now()), ..RoundControl::default() });
+            ctx.after_round(&mut rounds);
+            // Close every window holding data; timers fire only up to the last event time seen.
             let now = rounds.now();
-            let end = if now > 0 { window_end(now.max(clock.max_ts()), Win::M5.ms()) } else { 0 };
-            cutoff.store(end, Ordering::Release);
-            rounds.finish(worker, end);
+            rounds.finish(worker, &ended, |last| last.map_or(now, |l| window_end(l, Win::M5.ms())));
         })
         .map_err(|e| anyhow::anyhow!("cannot start the dataflow workers: {e}"))?;
         Ok(Live { sender: LiveSender { queue: queue_tx }, stop, metrics, guards })
@@ -230,28 +267,121 @@ impl Live {
     }
 }
 
-/// Decodes one message and offers its events; rejections go to `on_reject`.
-fn ingest_message(
-    msg: &Message,
-    decoder: &Decoder,
-    rounds: &mut WorkerRounds,
-    metrics: &LiveMetrics,
-    on_reject: &RejectSink,
-) {
-    metrics.messages.fetch_add(1, Ordering::Relaxed);
-    decoder.decode(&msg.topic, &msg.payload, |res| {
-        let res = res.and_then(|ev| {
-            rounds.saw(ev.ts().0);
-            rounds.ingest.offer(&ev)
-        });
-        match res {
-            Ok(()) => metrics.accepted.fetch_add(1, Ordering::Relaxed),
-            Err(rej) => {
-                on_reject(&msg.topic, &msg.payload, &rej);
-                metrics.rejected.fetch_add(1, Ordering::Relaxed)
+/// A detector reading on its way to the worker that owns it, with the message it came in (for
+/// a dead letter).
+struct Forwarded {
+    item: Sequenced,
+    msg: Arc<Message>,
+}
+
+/// What a live worker needs to ingest messages.
+struct Ctx<'a> {
+    decoder: &'a Decoder,
+    city: &'a CityModel,
+    metrics: &'a LiveMetrics,
+    on_reject: &'a RejectSink,
+    owners: &'a [Sender<Forwarded>],
+    index: usize,
+    wall: &'a WallClock,
+    max_future: Ms,
+    arrivals: &'a AtomicU64,
+    /// This worker's duplicates and corrections already added to the metrics.
+    counted: (u64, u64),
+}
+
+impl Ctx<'_> {
+    fn reject(&self, msg: &Message, rej: &Rejected) {
+        (self.on_reject)(&msg.topic, &msg.payload, rej);
+        self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Decodes one message and offers its events (detector readings on the worker that owns
+    /// the detector); rejections go to `on_reject`.
+    fn ingest_message(&mut self, msg: Message, rounds: &mut WorkerRounds) {
+        self.metrics.messages.fetch_add(1, Ordering::Relaxed);
+        let msg = Arc::new(msg);
+        let decoder = self.decoder;
+        decoder.decode(&msg.topic, &msg.payload, |res| {
+            match res.and_then(|ev| self.offer(&ev, &msg, rounds)) {
+                Ok(true) => {
+                    self.metrics.accepted.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(false) => {}
+                Err(rej) => self.reject(&msg, &rej),
             }
-        };
-    });
+        });
+    }
+
+    /// Offers one event: `Ok(false)` when it went to the worker owning its detector, which
+    /// judges (and counts) it when it takes it at the round's end.
+    fn offer(&self, ev: &Event<'_>, msg: &Arc<Message>, rounds: &mut WorkerRounds) -> Result<bool, Rejected> {
+        let ts = ev.ts().0;
+        if ts > self.wall.now().saturating_add(self.max_future) {
+            let detail = format!("{} is ahead of the wall clock", citybrain_dataflows::time::format_ms(ts));
+            return Err(Rejected::new(Reason::FutureTs, detail));
+        }
+        let Event::Detector(r) = ev else { return rounds.ingest.offer(ev).map(|()| true) };
+        let reading = CheckedReading::check(self.city, r)?;
+        let seq = self.arrivals.fetch_add(1, Ordering::Relaxed);
+        let owner = reading.det as usize % self.owners.len();
+        if owner == self.index {
+            return rounds.ingest.offer_checked(reading, seq).map(|()| true);
+        }
+        let item = Sequenced { seq, reading };
+        // The owner is alive while this worker is (they end together).
+        let _ = self.owners[owner].send(Forwarded { item, msg: msg.clone() });
+        Ok(false)
+    }
+
+    /// Ends this worker's part of the round: once every worker has stopped forwarding (a
+    /// barrier), offers the readings forwarded to it.
+    fn take_forwarded(&mut self, barrier: &Barrier, inbox: &Receiver<Forwarded>, rounds: &mut WorkerRounds) {
+        if self.owners.len() > 1 {
+            barrier.wait();
+        }
+        for f in inbox.try_iter() {
+            match rounds.ingest.offer_checked(f.item.reading, f.item.seq) {
+                Ok(()) => self.metrics.accepted.fetch_add(1, Ordering::Relaxed),
+                Err(rej) => {
+                    self.reject(&f.msg, &rej);
+                    0
+                }
+            };
+        }
+    }
+
+    /// After a round: counts duplicates and corrections.
+    fn after_round(&mut self, rounds: &mut WorkerRounds) {
+        let (d, c) = (rounds.ingest.duplicates(), rounds.ingest.corrections());
+        let new_dups = d - self.counted.0;
+        if new_dups > 0 {
+            self.metrics.duplicates.fetch_add(new_dups, Ordering::Relaxed);
+            self.metrics.accepted.fetch_sub(new_dups, Ordering::Relaxed);
+        }
+        self.metrics.corrections.fetch_add(c - self.counted.1, Ordering::Relaxed);
+        self.counted = (d, c);
+    }
+}
+
+/// The wall clock in event time: the real one at `speed` 1 (production), accelerated in a demo.
+struct WallClock {
+    origin_ms: Ms,
+    started: Instant,
+    speed: f64,
+}
+
+impl WallClock {
+    fn new(speed: f64) -> Self {
+        let origin_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as Ms)
+            .unwrap_or(0);
+        WallClock { origin_ms, started: Instant::now(), speed: speed.max(1.0) }
+    }
+
+    fn now(&self) -> Ms {
+        self.origin_ms + (self.started.elapsed().as_secs_f64() * 1e3 * self.speed) as Ms
+    }
 }
 
 /// Worker 0's view of idle input: when the largest event time stops growing, the clock follows

@@ -26,16 +26,24 @@
 //!   updates the same state on 1 or N workers; the output — delivered per completed event time,
 //!   sorted — is byte-identical.
 //!
-//! At end of input the clock advances to the end of the last 5-minute window holding data:
-//! every window closes and every timer due by then fires; nothing later is written, so alerts
-//! still active stay active.
+//! The clock is the city's (CONTRACT §1): only readings that passed validation move it, and one
+//! source far ahead of every other one does not (`time::SourceClock`); its readings wait, and
+//! those still more than `ingest.max_future_s` ahead at the end are dead-lettered `future_ts`
+//! (after the other dead letters). A copy of a reading already accepted (same detector and `ts`,
+//! same content) changes nothing and is counted as a duplicate; other content replaces it.
+//!
+//! At end of input every window holding data closes (the clock advances to the end of the
+//! 5-minute window holding the last event time seen), but timers fire only up to that last
+//! event time: a recording that simply ends reports no detector offline, and a run of windows
+//! broken only because no more windows came clears nothing (`runtime::EndOfInput`). Alerts still
+//! active stay active.
 
 use crate::alerts::{AlertBook, AlertState};
 use crate::config::Settings;
-use crate::runtime::{RoundControl, SharedClock, WorkerRounds};
+use crate::runtime::{EndOfInput, RoundControl, SharedClock, WorkerRounds};
 use anyhow::{Context, Result};
 use citybrain_dataflows::event::{Decoder, Event, Reason, Rejected, TopicKind};
-use citybrain_dataflows::ingest::CheckedReading;
+use citybrain_dataflows::ingest::{CheckedReading, Sequenced};
 use citybrain_dataflows::pipeline::Out;
 use citybrain_dataflows::pseudonym::Pseudonymizer;
 use citybrain_dataflows::time::{Ms, window_end};
@@ -90,6 +98,10 @@ pub struct ReplaySummary {
     pub accepted: BTreeMap<String, u64>,
     /// Rejected elements by reason.
     pub rejected: BTreeMap<String, u64>,
+    /// Copies of readings already accepted, with the same content: they changed nothing.
+    pub duplicates: u64,
+    /// Copies of readings already accepted, with other content: they replaced the first.
+    pub corrections: u64,
     /// Line-protocol points written.
     pub points: u64,
     /// Alerts raised.
@@ -138,6 +150,9 @@ impl ReplaySummary {
             .collect();
         if !others.is_empty() {
             s += &format!("; other records accepted: {}", others.join(", "));
+        }
+        if self.duplicates > 0 || self.corrections > 0 {
+            s += &format!("; {} duplicates ignored, {} corrections", self.duplicates, self.corrections);
         }
         s += &format!(
             "\nreplay: {} points written; alerts raised {}, cleared {}, still active {}",
@@ -192,8 +207,6 @@ struct Parsed {
     /// The parser's blocks of the round, which the items point into.
     blocks: Arc<Vec<Block>>,
     items: Vec<Item>,
-    /// The largest event time the parser decoded in the round (0 if none).
-    max_ts: Ms,
 }
 
 /// A rejected line or element, as written to `--dead-letter-out`.
@@ -216,9 +229,27 @@ struct Stats {
     rejected: BTreeMap<Reason, u64>,
     /// The most window sums held live at once (see `Ingest::live_windows`).
     max_live_windows: u64,
+    duplicates: u64,
+    corrections: u64,
 }
 
 impl Stats {
+    /// [`Stats::reject`] for a reading handed back by the ingest after its line is gone: the
+    /// topic is rebuilt from the detector id (the contract's topic for it).
+    fn reject_reading(
+        &mut self,
+        dead: &mut Vec<DeadLine>,
+        r: &Sequenced,
+        city: &CityModel,
+        decoder: &Decoder,
+        rej: Rejected,
+    ) {
+        let at = LineRef { number: r.seq, element: 0, block: 0, start: 0, end: 0 };
+        let topic =
+            format!("{}traffic/detector/{}", decoder.prefix(), city.detectors[r.reading.det as usize].id);
+        self.reject(dead, &at, Some(&topic), rej);
+    }
+
     /// Counts a rejection and appends its dead letter; the first of each reason is logged (every
     /// case is in the dead letters).
     fn reject(&mut self, dead: &mut Vec<DeadLine>, at: &LineRef, topic: Option<&str>, rej: Rejected) {
@@ -241,6 +272,8 @@ impl Stats {
             *self.rejected.entry(r).or_default() += n;
         }
         self.max_live_windows += other.max_live_windows;
+        self.duplicates += other.duplicates;
+        self.corrections += other.corrections;
     }
 }
 
@@ -344,7 +377,6 @@ fn parse_rounds(
         let expect = bytes / 128 / workers + 16;
         let mut items: Vec<Vec<Item>> = (0..workers).map(|_| Vec::with_capacity(expect)).collect();
         let mut dead = Vec::new();
-        let mut max_ts = 0;
         for (b, block) in blocks.iter().enumerate() {
             let data = &block.data;
             let ends = memchr::memchr_iter(b'\n', data).chain(std::iter::once(data.len()));
@@ -359,15 +391,12 @@ fn parse_rounds(
                 }
                 stats.lines += 1;
                 decoder.decode_line(text, |topic, res| {
-                    let res = res.and_then(|ev| {
-                        max_ts = max_ts.max(ev.ts().0);
-                        match &ev {
-                            Event::Detector(r) => CheckedReading::check(&city, r)
-                                .map(|c| items[c.det as usize % workers].push(Item::Reading(at, c))),
-                            _ => {
-                                items[(number % workers as u64) as usize].push(Item::Other(at));
-                                Ok(())
-                            }
+                    let res = res.and_then(|ev| match &ev {
+                        Event::Detector(r) => CheckedReading::check(&city, r)
+                            .map(|c| items[c.det as usize % workers].push(Item::Reading(at, c))),
+                        _ => {
+                            items[(number % workers as u64) as usize].push(Item::Other(at));
+                            Ok(())
                         }
                     });
                     if let Err(rej) = res {
@@ -379,7 +408,7 @@ fn parse_rounds(
         }
         let blocks = Arc::new(blocks);
         for (tx, items) in to_workers.iter().zip(items) {
-            if tx.send(Parsed { blocks: blocks.clone(), items, max_ts }).is_err() {
+            if tx.send(Parsed { blocks: blocks.clone(), items }).is_err() {
                 return stats;
             }
         }
@@ -399,6 +428,9 @@ enum ToWriter {
     /// A round's dead letters from one parser or worker (each sends one every round, possibly
     /// empty).
     DeadLetters(u64, Vec<DeadLine>),
+    /// Dead letters decided at the end of input (readings still far ahead of the clock),
+    /// written after all others.
+    FinalDeadLetters(Vec<DeadLine>),
 }
 
 /// Writes chunks of line protocol to a file on a thread of its own, so that the kernel's copy
@@ -478,6 +510,7 @@ fn write_outputs(
     // Every parser and every worker reports each round.
     let reporters = opts.parsers.max(1) + opts.workers.max(1);
     let mut dl_rounds: BTreeMap<u64, (usize, Vec<DeadLine>)> = BTreeMap::new();
+    let mut dl_final: Vec<DeadLine> = Vec::new();
     for msg in rx {
         match msg {
             ToWriter::Batch(t, mut records) => {
@@ -499,6 +532,7 @@ fn write_outputs(
                     lp_out = lp_out.send(&mut buf).with_context(lp_context)?;
                 }
             }
+            ToWriter::FinalDeadLetters(lines) => dl_final.extend(lines),
             ToWriter::DeadLetters(round, lines) => {
                 // Merge the shares of a round in input order once all have reported.
                 let entry = dl_rounds.entry(round).or_insert((0, Vec::new()));
@@ -522,6 +556,11 @@ fn write_outputs(
         w.flush()?;
     }
     if let Some(mut w) = dl_out {
+        dl_final.sort_unstable_by_key(|(at, _)| *at);
+        for (_, json) in dl_final {
+            w.write_all(json.as_bytes())?;
+            w.write_all(b"\n")?;
+        }
         w.flush()?;
     }
     totals.active = book.active() as u64;
@@ -623,8 +662,8 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
     });
 
     // The clock the workers agree on each round, and the last event time to write.
-    let clock = SharedClock::new(workers, cfg.time.lateness_ms());
-    let cutoff = Arc::new(AtomicU64::new(u64::MAX));
+    let clock = SharedClock::new(workers, &cfg);
+    let ended = Arc::new(EndOfInput::default());
     let to_writer = Mutex::new(to_writer);
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
@@ -632,12 +671,12 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
         let rxs = from_parser.lock().ok().and_then(|mut r| r[index].take()).unwrap_or_default();
         let tx = to_writer.lock().map(|t| t.clone()).ok();
         let mut stats = Stats::default();
-        let (deliver_tx, deliver_cutoff) = (tx.clone(), cutoff.clone());
+        let (deliver_tx, deliver_ended) = (tx.clone(), ended.clone());
         let mut rounds =
-            WorkerRounds::new(worker, city.clone(), cfg.clone(), clock.clone(), move |t, records| {
+            WorkerRounds::new(worker, city.clone(), cfg.clone(), clock.clone(), move |t, mut records| {
                 // Replay has no timers outside the dataflow: progress markers (empty) are skipped.
-                if t <= deliver_cutoff.load(Ordering::Acquire)
-                    && !records.is_empty()
+                if !records.is_empty()
+                    && deliver_ended.admit(t, &mut records)
                     && let Some(tx) = deliver_tx.as_ref()
                 {
                     let _ = tx.send(ToWriter::Batch(t, records));
@@ -656,13 +695,13 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
                 offer_parsed(&parsed, &decoder, &mut rounds, &mut stats, &mut dead);
                 t_offer += i1.elapsed().as_secs_f64();
             }
+            let i2 = Instant::now();
+            rounds.end_round(worker, RoundControl::default());
+            t_round += i2.elapsed().as_secs_f64();
             if let Some(tx) = tx.as_ref() {
                 let _ = tx.send(ToWriter::DeadLetters(round, dead));
             }
             round += 1;
-            let i2 = Instant::now();
-            rounds.end_round(worker, RoundControl::default());
-            t_round += i2.elapsed().as_secs_f64();
             stats.max_live_windows = stats.max_live_windows.max(rounds.ingest.live_windows() as u64);
         }
         tracing::debug!(
@@ -672,14 +711,28 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
             dataflow_s = t_round,
             "input done"
         );
-        // End of input: close every window and fire every timer due by the end of the last
-        // 5-minute window holding data; write nothing later.
-        let global = clock.max_ts();
-        let end = if global > 0 { window_end(global, Win::M5.ms()).max(rounds.now()) } else { rounds.now() };
-        cutoff.store(end, Ordering::Release);
-        rounds.finish(worker, end);
+        // End of input: close every window holding data, fire timers only up to the last event
+        // time seen, write nothing later (see the module docs).
+        let now = rounds.now();
+        let (end, last) =
+            rounds.finish(worker, &ended, |last| last.map_or(now, |l| window_end(l, Win::M5.ms())));
+        let mut dead = Vec::new();
+        for held in rounds.ingest.take_held() {
+            let rej = Rejected::new(
+                Reason::FutureTs,
+                format!(
+                    "{} ahead of every other source at the end of input",
+                    citybrain_dataflows::time::format_ms(held.reading.ts)
+                ),
+            );
+            stats.reject_reading(&mut dead, &held, &city, &decoder, rej);
+        }
+        let _ = tx.as_ref().map(|tx| tx.send(ToWriter::FinalDeadLetters(dead)));
+        stats.duplicates = rounds.ingest.duplicates();
+        stats.corrections = rounds.ingest.corrections();
+        stats.accepted[TopicKind::Detector as usize] -= stats.duplicates;
         drop(rounds);
-        (stats, (global > 0).then_some(end))
+        (stats, last.map(|_| end))
     })
     .map_err(|e| anyhow::anyhow!("cannot start workers: {e}"))?;
 
@@ -695,6 +748,8 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
     }
     let mut summary = ReplaySummary {
         lines: all.lines,
+        duplicates: all.duplicates,
+        corrections: all.corrections,
         max_live_windows: all.max_live_windows,
         end_ts,
         ..Default::default()
@@ -732,7 +787,6 @@ fn offer_parsed(
     stats: &mut Stats,
     dead: &mut Vec<DeadLine>,
 ) {
-    rounds.saw(parsed.max_ts);
     let line = |at: &LineRef| {
         let block = &parsed.blocks[at.block as usize];
         &block.data[at.start as usize..at.end as usize]

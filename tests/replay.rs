@@ -164,8 +164,10 @@ fn fixed_input_gives_exact_windows() {
         reading(0, 0, T0 + 60_000, 0, 0.1, None),
         reading(0, 1, T0, 0, 0.0, None),
     ];
-    // Something much later closes the first windows.
+    // Something much later, from two detectors (one alone so far ahead of every other would
+    // not move the clock), closes the first windows.
     lines.push(reading(2, 0, T0 + 20 * MIN, 5, 0.1, Some(50.0)));
+    lines.push(reading(2, 1, T0 + 20 * MIN, 5, 0.1, Some(50.0)));
     let r = run("fixed", &lines, 1);
     let pts = points(&r.lp);
 
@@ -207,7 +209,7 @@ fn fixed_input_gives_exact_windows() {
 
     // No window without readings is written.
     assert!(find(&pts, "traffic_detector", &[("sensor", "k1-0")], T0).is_empty());
-    assert_eq!(r.summary.readings(), 5);
+    assert_eq!(r.summary.readings(), 6);
     assert!(r.dead.is_empty());
 }
 
@@ -518,4 +520,119 @@ fn simulated_rush_hour_with_one_blocked_lane() {
         pts.iter().filter(|p| p.measurement == "traffic_district").count(),
         model.districts.len() * 36
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The core tells the truth on real input: copies, bad clocks, the end of input.
+
+/// A varied feed (counts and occupancies change every interval), so copies and corrections
+/// matter.
+fn varied(minutes: u64) -> Vec<String> {
+    feed(minutes, &|seg, lane, ts| {
+        let i = ((ts - T0) / 30_000) as u32;
+        ((i * 7 + seg * 3 + lane) % 13, ((i + seg + lane) % 9) as f64 / 20.0, Some(30.0 + (i % 5) as f64))
+    })
+}
+
+#[test]
+fn every_line_twice_writes_the_same_bytes() {
+    let lines = varied(40);
+    let once = run("dup-once", &lines, 1);
+    let doubled: Vec<String> = lines.iter().flat_map(|l| [l.clone(), l.clone()]).collect();
+    for workers in [1, 2] {
+        let twice = run(&format!("dup-twice-{workers}"), &doubled, workers);
+        assert_eq!(twice.lp, once.lp, "{workers} worker(s)");
+        assert_eq!(twice.alerts, once.alerts);
+        assert!(twice.dead.is_empty(), "a copy is not a dead letter: {:?}", &twice.dead[..1]);
+        assert_eq!(twice.summary.duplicates, lines.len() as u64);
+        assert_eq!(twice.summary.readings(), lines.len() as u64);
+    }
+    // The whole recording replayed again after its end: every copy is a duplicate (the first
+    // ones are too late by then).
+    let again: Vec<String> = lines.iter().chain(lines.iter()).cloned().collect();
+    let r = run("dup-again", &again, 2);
+    assert_eq!(
+        r.summary.duplicates + r.summary.rejected.get("too_late").copied().unwrap_or(0),
+        lines.len() as u64
+    );
+    assert_eq!(
+        points(&r.lp).iter().filter(|p| p.measurement == "traffic_detector").count(),
+        points(&once.lp).iter().filter(|p| p.measurement == "traffic_detector").count()
+    );
+}
+
+#[test]
+fn a_copy_with_other_content_replaces_the_first() {
+    let lines = varied(20);
+    let mut fixed = lines.clone();
+    // The reading of k0-0 at minute 3 is corrected later (a re-sent, repaired record).
+    let at = fixed
+        .iter()
+        .position(|l| l.contains("\"k0-0\"") && l.contains(&format!("\"ts\":{}", T0 + 3 * MIN)))
+        .unwrap();
+    let corrected = reading(0, 0, T0 + 3 * MIN, 99, 0.5, Some(20.0));
+    fixed[at] = corrected.clone();
+    let want = run("corr-want", &fixed, 1);
+    let mut with_copy = lines.clone();
+    with_copy.insert(at + 40, corrected);
+    let got = run("corr-got", &with_copy, 2);
+    assert_eq!(got.summary.corrections, 1);
+    // The last value written for every window is the corrected one.
+    type Series = (String, Vec<(String, String)>, u64);
+    let last = |lp: &str| -> BTreeMap<Series, BTreeMap<String, String>> {
+        points(lp)
+            .into_iter()
+            .filter(|p| p.measurement != "alert")
+            .map(|p| ((p.measurement, p.tags.into_iter().collect(), p.ns), p.fields))
+            .collect()
+    };
+    assert_eq!(last(&got.lp), last(&want.lp));
+}
+
+#[test]
+fn one_record_a_day_ahead_changes_nothing_else() {
+    let lines = varied(40);
+    let clean = run("future-clean", &lines, 1);
+    let mut bad = lines.clone();
+    // A sensor with a wrong clock, in the middle; and a far-future record of an unknown detector.
+    bad.insert(200, reading(1, 0, T0 + 24 * 60 * MIN, 3, 0.2, Some(40.0)));
+    let unknown = reading(1, 0, T0 + 48 * 60 * MIN, 3, 0.2, Some(40.0)).replace("k1-0", "k9-9");
+    bad.insert(300, unknown);
+    for workers in [1, 2] {
+        let r = run(&format!("future-bad-{workers}"), &bad, workers);
+        assert_eq!(r.lp, clean.lp, "{workers} worker(s)");
+        assert_eq!(r.alerts, clean.alerts);
+        let reasons: Vec<(u64, &str)> =
+            r.dead.iter().map(|d| (d["line"].as_u64().unwrap(), d["reason"].as_str().unwrap())).collect();
+        assert_eq!(reasons, vec![(301, "unknown_id"), (201, "future_ts")]);
+        assert_eq!(r.dead[1]["topic"], "city/traffic/detector/k1-0");
+        assert_eq!(r.summary.end_ts, clean.summary.end_ts);
+    }
+}
+
+#[test]
+fn a_recording_that_ends_reports_only_the_detector_that_really_fell_silent() {
+    // k1-0 falls silent at minute 30 of 90; everything else reports to the end.
+    let lines: Vec<String> = varied(90)
+        .into_iter()
+        .filter(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            !(v["payload"]["sensor"] == "k1-0" && v["payload"]["ts"].as_u64().unwrap() >= T0 + 30 * MIN)
+        })
+        .collect();
+    let r = run("ends", &lines, 2);
+    let off: Vec<&Value> = r.alerts.iter().filter(|a| a["rule"] == "traffic.detector_offline").collect();
+    assert_eq!(off.len(), 1, "{off:?}");
+    assert_eq!(off[0]["subject"], json!({"sensor": "k1-0"}));
+    assert_eq!(off[0]["state"], "raised");
+    // Its last reading (29:30) covers until 30:00; three intervals later it is offline.
+    assert_eq!(off[0]["raised_ts"], T0 + 31 * MIN + 30_000);
+    assert_eq!(
+        r.summary.alerts_active,
+        r.alerts.iter().filter(|a| a["state"] == "raised").count() as u64
+            - r.alerts.iter().filter(|a| a["state"] == "cleared").count() as u64
+    );
+    // And a recording that simply ends reports nothing offline.
+    let full = run("ends-full", &varied(90), 1);
+    assert!(full.alerts.iter().all(|a| a["rule"] != "traffic.detector_offline"), "{:?}", full.alerts);
 }

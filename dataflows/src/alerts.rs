@@ -41,6 +41,17 @@ impl Rule {
         }
     }
 
+    /// The length of the windows whose close decides the rule, for a rule over windows (its
+    /// transitions happen at window ends); `None` for an absence timer, which fires on the
+    /// clock alone. See [`crate::pipeline::after_input_keeps`].
+    pub fn window_ms(self) -> Option<Ms> {
+        match self {
+            Rule::TrafficIncident => Some(crate::time::MINUTE),
+            Rule::TrafficCongestion => Some(5 * crate::time::MINUTE),
+            Rule::TrafficDetectorOffline => None,
+        }
+    }
+
     /// The severity the rule raises with.
     pub fn severity(self) -> Severity {
         match self {

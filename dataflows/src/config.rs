@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// The event-time clock.
     pub time: TimeConfig,
+    /// Ingestion: how far ahead a record may be.
+    pub ingest: IngestConfig,
     /// Traffic indicators and alerts.
     pub traffic: TrafficConfig,
 }
@@ -38,6 +40,31 @@ impl TimeConfig {
     /// The allowed lateness in ms.
     pub fn lateness_ms(&self) -> Ms {
         self.lateness_s * SECOND
+    }
+}
+
+/// Ingestion (CONTRACT §1).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// How far ahead a record may be, in seconds. In `run` and `demo` a record stamped more than
+    /// this ahead of the wall clock is dead-lettered `future_ts`. Everywhere (and so in
+    /// `replay`, which has no wall clock) one source more than this ahead of every other source
+    /// does not move the city's clock; its records wait, and those still that far ahead at the
+    /// end of input are dead-lettered `future_ts`. Default 300.
+    pub max_future_s: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { max_future_s: 300 }
+    }
+}
+
+impl IngestConfig {
+    /// [`IngestConfig::max_future_s`] in ms.
+    pub fn max_future_ms(&self) -> Ms {
+        self.max_future_s * SECOND
     }
 }
 
@@ -178,6 +205,9 @@ impl Config {
         let err = |key: &str, reason: &str| Err(ConfigError { key: key.into(), reason: reason.into() });
         if self.time.lateness_s > 3600 {
             return err("time.lateness_s", "must be at most 3600");
+        }
+        if self.ingest.max_future_s == 0 || self.ingest.max_future_s > 7 * 86_400 {
+            return err("ingest.max_future_s", "must be 1..604800 (a week)");
         }
         let t = &self.traffic;
         if t.retention_s < 60 {

@@ -334,6 +334,22 @@ impl Event<'_> {
         }
     }
 
+    /// The source of the event for the city's clock ([`crate::time::SourceClock`]): the
+    /// entity that reported it (detector, incident, unit, case, sensor, person).
+    pub fn source(&self) -> crate::time::Source {
+        let id: &str = match self {
+            Event::Detector(e) => &e.sensor,
+            Event::Incident(e) => &e.incident,
+            Event::Unit(e) => &e.unit,
+            Event::Case(e) => &e.case_id,
+            Event::GridSensor(e) => &e.sensor,
+            Event::HealthCase(e) => &e.person,
+            Event::Trip(e) => &e.person,
+            Event::Checkin(e) => &e.person,
+        };
+        crate::time::source_of(self.kind() as u8, id)
+    }
+
     /// The event time.
     pub fn ts(&self) -> Ts {
         match self {
@@ -423,17 +439,21 @@ pub enum Reason {
     UnknownId,
     /// Behind the watermark by more than its collection's retention.
     TooLate,
+    /// Stamped too far ahead: of the wall clock (`run`, `demo`), or of every other source until
+    /// the end of input (`replay`); see `ingest.max_future_s`.
+    FutureTs,
 }
 
 impl Reason {
     /// Every reason, for metrics tables.
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 7] = [
         Reason::MalformedJson,
         Reason::InvalidPayload,
         Reason::InvalidValue,
         Reason::UnknownTopic,
         Reason::UnknownId,
         Reason::TooLate,
+        Reason::FutureTs,
     ];
 
     /// The reason's contract name.
@@ -445,6 +465,7 @@ impl Reason {
             Reason::UnknownTopic => "unknown_topic",
             Reason::UnknownId => "unknown_id",
             Reason::TooLate => "too_late",
+            Reason::FutureTs => "future_ts",
         }
     }
 }

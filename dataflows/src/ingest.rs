@@ -10,29 +10,54 @@
 //! * the same sum is retracted `retention` after the window's end, so state stays bounded
 //!   without any clean-up pass;
 //! * a liveness span `[ts, ts + (k+1)·interval)` (for `traffic.detector_offline`) is inserted at
-//!   its start and retracted at its end — the offline timer fires on the watermark;
+//!   its start and retracted at its end — the offline timer fires on the watermark, and only up
+//!   to the `timers_upto` a driver gives (at the end of input: the last event time seen, so the
+//!   end of a recording or a shutdown reports nothing offline);
 //! * a detector's first reading marks it as `seen`.
 //!
+//! # Why a late reading never half-corrects its window
+//! A reading is accepted iff its 1-minute window's retraction time `end + retention` is after
+//! `now` (the watermark the round started from; its 5-minute window ends no earlier). In
+//! [`Ingest::flush`] the accepted sums are released first — at `max(now, end)`, with their
+//! retraction scheduled at `end + retention`, which is after `now` — and only then are the
+//! retractions due by `upto` applied, at their own times. So the late part of a window is
+//! retracted at exactly the instant its earlier part is, and the window's total goes from the
+//! full sum straight to nothing: the last value written for a window is always the exact total
+//! of every reading accepted into it. (Running the retractions first, as an earlier version
+//! did, retracted the late part one round later than the rest and wrote the late part alone as
+//! a "correction".) The property test in `dataflows/tests/pipeline.rs` checks this against a
+//! brute-force model for random readings, delays and round cuts on one and two workers.
+//!
+//! # Idempotence
+//! A reading's identity is its detector and `ts` (CONTRACT §1). Each detector keeps the readings
+//! it accepted while they can still change a window (until their 1-minute window's retention
+//! ends — exactly as long as a copy could be accepted at all). A second copy with the same
+//! content changes nothing and is counted in [`Ingest::duplicates`]; a copy with other content
+//! replaces the first: the difference of the two is added to the windows (a correction).
+//!
+//! # Readings far ahead
+//! A reading stamped more than `ingest.max_future_s` past the city's clock (see
+//! [`crate::time::SourceClock`]: one source far ahead of all others does not move it) waits in
+//! a held list instead of entering any window, and joins the others once the clock catches up.
+//! Whatever is still held at the end of input is handed back by [`Ingest::take_held`] for the
+//! dead letters (`future_ts`).
+//!
+//! # Speed
 //! Offering a reading only validates it and appends it to a *staged* list; [`Ingest::flush`]
-//! first sorts the staged readings by detector and input order and adds them to the detectors'
-//! pending sums in one sweep. The result is the same as adding each reading at once — sums do
-//! not depend on order, and a detector's own readings keep theirs — but the sweep walks the
-//! per-detector state in address order instead of jumping to a random detector per reading,
-//! which on a large city is mostly cache misses.
-//!
-//! Holding updates here until they are due, instead of handing differential updates dated in
-//! the future, matters for speed: an arrangement re-merges its pending future updates at every
-//! round until they come due. It also means an open window reaches differential once, fully
-//! summed, instead of once per reading ("feed differential little").
-//!
-//! A reading whose 1-minute window ended `retention` or more before `now` has (or would have
-//! had) its window retracted: it is rejected as `too_late`.
+//! first sorts the staged readings by detector and input order and applies them in one sweep.
+//! The result is the same as applying each reading at once — sums do not depend on order, and a
+//! detector's own readings keep theirs — but the sweep walks the per-detector state in address
+//! order instead of jumping to a random detector per reading, which on a large city is mostly
+//! cache misses. Holding updates here until they are due, instead of handing differential
+//! updates dated in the future, matters too: an arrangement re-merges its pending future updates
+//! at every round until they come due. It also means an open window reaches differential once,
+//! fully summed, instead of once per reading ("feed differential little").
 
 use crate::city::{CityModel, Idx};
 use crate::config::Config;
 use crate::event::{DetectorReading, Event, Reason, Rejected};
 use crate::pipeline::Inputs;
-use crate::time::{Ms, SECOND, window_end, window_start};
+use crate::time::{Ms, SECOND, Source, SourceClock, window_end, window_start};
 use crate::traffic::{DetWin, FlowSum, Win};
 use differential_dataflow::difference::{Abelian, Semigroup};
 use smallvec::SmallVec;
@@ -47,7 +72,15 @@ struct Span {
     inserted: bool,
 }
 
-/// What one detector has waiting to be released.
+/// A reading a detector accepted, kept for idempotence while it can still change a window.
+#[derive(Clone, Copy, Debug)]
+struct Recent {
+    ts: Ms,
+    interval_s: u32,
+    sum: FlowSum,
+}
+
+/// What one detector has waiting to be released, and the readings it remembers.
 #[derive(Default)]
 struct Pending {
     /// Sums of windows that have not closed yet (or late ones not yet released). Inline: a
@@ -58,13 +91,15 @@ struct Pending {
     spans: SmallVec<[Span; 2]>,
     /// The first reading's time, until the `seen` insertion is released.
     seen_at: Option<Ms>,
+    /// Accepted readings by `ts` (ascending), while a copy of them could still be accepted.
+    recent: Vec<Recent>,
     /// Whether the detector is in the `active` list.
     listed: bool,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.windows.is_empty() && self.spans.is_empty() && self.seen_at.is_none()
+        self.windows.is_empty() && self.spans.is_empty() && self.seen_at.is_none() && self.recent.is_empty()
     }
 }
 
@@ -104,13 +139,28 @@ impl CheckedReading {
         let sum = FlowSum::reading(r.interval_s, r.count, r.occupancy, r.speed_kmh);
         Ok(CheckedReading { det, interval_s: r.interval_s, ts: r.ts.0, sum })
     }
+
+    /// The detector's source key for the city's clock.
+    pub fn source(&self) -> Source {
+        detector_source(self.det)
+    }
 }
 
-/// An offered reading waiting for [`Ingest::flush`], with its place in the input order.
-#[derive(Clone, Copy)]
-struct Staged {
-    seq: u64,
-    reading: CheckedReading,
+/// The clock's source key of a detector (a tag bit keeps it apart from the hashed keys of
+/// other entities in all but astronomically rare cases; a collision would only merge two
+/// witnesses into one).
+fn detector_source(det: Idx) -> Source {
+    (1 << 63) | det as Source
+}
+
+/// A reading with its place in the input order (`seq`, the driver's numbering: `replay` uses
+/// the line number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sequenced {
+    /// Place in the input order.
+    pub seq: u64,
+    /// The reading.
+    pub reading: CheckedReading,
 }
 
 /// Per-worker ingest state (see module docs).
@@ -120,17 +170,25 @@ pub struct Ingest {
     offline_intervals: u64,
     now: Ms,
     pending: Vec<Pending>,
-    /// Detectors with something pending.
+    /// Detectors with something pending or remembered.
     active: Vec<Idx>,
     seen: Vec<bool>,
     /// Window sums released earlier, by the time they are due to be retracted.
     expiring: BTreeMap<Ms, Vec<(DetWin, FlowSum)>>,
     /// Readings offered since the last flush, in arrival order.
-    staged: Vec<Staged>,
+    staged: Vec<Sequenced>,
+    /// Readings beyond the clock's horizon, waiting for it (see module docs).
+    held: Vec<Sequenced>,
     /// The `seq` [`Ingest::offer`] gives its next reading.
     next_seq: u64,
     /// Scratch for the order in which staged readings are applied.
     order: Vec<u128>,
+    /// The sources this worker has seen, for the city's clock.
+    sources: SourceClock,
+    /// The latest event time of an applied reading.
+    max_applied: Option<Ms>,
+    duplicates: u64,
+    corrections: u64,
 }
 
 impl Ingest {
@@ -147,8 +205,13 @@ impl Ingest {
             seen: vec![false; n],
             expiring: BTreeMap::new(),
             staged: Vec::new(),
+            held: Vec::new(),
             next_seq: 0,
             order: Vec::new(),
+            sources: SourceClock::default(),
+            max_applied: None,
+            duplicates: 0,
+            corrections: 0,
         }
     }
 
@@ -163,19 +226,54 @@ impl Ingest {
         self.now
     }
 
-    /// Offers one decoded event. Events of domains without a dataflow yet are accepted as is.
-    pub fn offer(&mut self, event: &Event<'_>) -> Result<(), Rejected> {
-        match event {
-            Event::Detector(r) => self.offer_reading(r),
-            _ => Ok(()),
-        }
+    /// The sources this worker has seen (accepted records only), for the city's clock.
+    pub fn sources(&self) -> &SourceClock {
+        &self.sources
     }
 
-    fn offer_reading(&mut self, r: &DetectorReading<'_>) -> Result<(), Rejected> {
-        let reading = CheckedReading::check(&self.city, r)?;
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.offer_checked(reading, seq)
+    /// The latest event time of a reading applied to a window (held readings excluded).
+    pub fn max_applied(&self) -> Option<Ms> {
+        self.max_applied
+    }
+
+    /// Copies of readings already accepted that changed nothing (CONTRACT §1), so far.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+
+    /// Copies of readings already accepted that replaced them with other content, so far.
+    pub fn corrections(&self) -> u64 {
+        self.corrections
+    }
+
+    /// Readings held because they are far ahead of the clock.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Takes the readings still held (at the end of input: the `future_ts` dead letters), in
+    /// input order.
+    pub fn take_held(&mut self) -> Vec<Sequenced> {
+        let mut held = std::mem::take(&mut self.held);
+        held.sort_unstable_by_key(|h| (h.seq, h.reading.det));
+        held
+    }
+
+    /// Offers one decoded event. Events of domains without a dataflow yet are accepted as is
+    /// (they move the clock like any validated record).
+    pub fn offer(&mut self, event: &Event<'_>) -> Result<(), Rejected> {
+        match event {
+            Event::Detector(r) => {
+                let reading = CheckedReading::check(&self.city, r)?;
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.offer_checked(reading, seq)
+            }
+            other => {
+                self.sources.observe(other.source(), other.ts().0);
+                Ok(())
+            }
+        }
     }
 
     /// Offers a reading already checked against the city model. `seq` places it in the input
@@ -183,15 +281,42 @@ impl Ingest {
     /// a driver that offers in another order (several parsers) still gets the same result.
     /// [`Ingest::offer`] numbers its readings itself; a driver should use one of the two.
     pub fn offer_checked(&mut self, reading: CheckedReading, seq: u64) -> Result<(), Rejected> {
-        if window_end(reading.ts, Win::M1.ms()) + self.retention <= self.now {
+        if self.is_too_late(&reading) {
             return Err(Rejected::new(Reason::TooLate, "older than the traffic retention"));
         }
-        self.staged.push(Staged { seq, reading });
+        self.sources.observe(reading.source(), reading.ts);
+        self.staged.push(Sequenced { seq, reading });
         Ok(())
     }
 
-    /// Adds the staged readings to their detectors' pending sums, detector by detector.
-    fn apply_staged(&mut self) {
+    /// Whether a reading's 1-minute window has been (or would have been) retracted by `now`.
+    fn is_too_late(&self, r: &CheckedReading) -> bool {
+        window_end(r.ts, Win::M1.ms()) + self.retention <= self.now
+    }
+
+    /// Applies the staged readings detector by detector (readings beyond `horizon` are held
+    /// instead, held ones within it join in).
+    ///
+    /// A held reading is never too late when it joins: it was held in the previous round, so it
+    /// lay beyond that round's horizon, which is at least its watermark (see [`Ingest::flush`])
+    /// — its window is still open.
+    fn apply_staged(&mut self, horizon: Ms) {
+        if self.held.iter().any(|h| h.reading.ts <= horizon) {
+            let (due, wait): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|h| h.reading.ts <= horizon);
+            self.held = wait;
+            debug_assert!(due.iter().all(|h| !self.is_too_late(&h.reading)));
+            self.staged.extend(due);
+        }
+        if self.staged.iter().any(|s| s.reading.ts > horizon) {
+            let held = &mut self.held;
+            self.staged.retain(|s| {
+                let keep = s.reading.ts <= horizon;
+                if !keep {
+                    held.push(*s);
+                }
+                keep
+            });
+        }
         // Sort compact keys, not the readings: (detector, seq, position), unique by position, so
         // equal (detector, seq) — the elements of one batch — keep their offer order.
         let mut order = std::mem::take(&mut self.order);
@@ -205,14 +330,49 @@ impl Ingest {
         order.sort_unstable();
         for &key in &order {
             let s = self.staged[key as u32 as usize];
-            self.accumulate(s.reading);
+            self.apply(s.reading);
         }
         self.staged.clear();
         self.order = order;
     }
 
-    /// Adds one reading to its detector's open windows and liveness spans.
-    fn accumulate(&mut self, CheckedReading { det, interval_s, ts, sum }: CheckedReading) {
+    /// Applies one reading: a new identity is accumulated, an identical copy is counted, a copy
+    /// with other content replaces the first.
+    fn apply(&mut self, r: CheckedReading) {
+        let p = &mut self.pending[r.det as usize];
+        let new = Recent { ts: r.ts, interval_s: r.interval_s, sum: r.sum };
+        // Readings mostly come in time order: the common case is a push at the end.
+        let at = match p.recent.last() {
+            Some(last) if last.ts < r.ts => Err(p.recent.len()),
+            None => Err(0),
+            _ => p.recent.binary_search_by_key(&r.ts, |x| x.ts),
+        };
+        let delta = match at {
+            Err(i) => {
+                p.recent.insert(i, new);
+                r.sum
+            }
+            Ok(i) => {
+                let old = p.recent[i];
+                if old.interval_s == r.interval_s && old.sum == r.sum {
+                    self.duplicates += 1;
+                    return;
+                }
+                self.corrections += 1;
+                p.recent[i] = new;
+                let mut delta = old.sum;
+                delta.negate();
+                delta.plus_equals(&r.sum);
+                delta
+            }
+        };
+        self.accumulate(r.det, r.ts, r.interval_s, delta);
+    }
+
+    /// Adds `sum` (a reading's, or a correction's difference) to its detector's open windows,
+    /// and extends the detector's liveness.
+    fn accumulate(&mut self, det: Idx, ts: Ms, interval_s: u32, sum: FlowSum) {
+        self.max_applied = self.max_applied.max(Some(ts));
         let p = &mut self.pending[det as usize];
         if !p.listed {
             p.listed = true;
@@ -247,24 +407,21 @@ impl Ingest {
         }
     }
 
-    /// Ends the round: releases every update due by the new watermark `upto` into `inputs`
-    /// (which must still be at the previous watermark), then moves `now` to `upto`. The caller
-    /// advances the inputs to [`Ingest::now`] afterwards.
-    pub fn flush(&mut self, inputs: &mut Inputs, upto: Ms) {
-        self.apply_staged();
+    /// Ends the round: applies the staged readings (holding those beyond `horizon`: the
+    /// city's clock plus `ingest.max_future_s`; it must be at least `upto`), releases every
+    /// update due by the new watermark `upto` into `inputs` (which must still be at the
+    /// previous watermark) — liveness retractions only up to `timers_upto` — then moves `now`
+    /// to `upto`. The caller advances the inputs to [`Ingest::now`] afterwards.
+    pub fn flush(&mut self, inputs: &mut Inputs, upto: Ms, horizon: Ms, timers_upto: Ms) {
+        let horizon = horizon.max(upto);
+        self.apply_staged(horizon);
         let now = self.now;
         let upto = upto.max(now);
-        let t = &mut inputs.traffic;
-        while let Some(due) = self.expiring.first_entry().filter(|e| *e.key() <= upto) {
-            let at = now.max(*due.key());
-            for (key, mut sum) in due.remove() {
-                sum.negate();
-                t.windows.update_at(key, at, sum);
-            }
-        }
         let retention = self.retention;
+        let t = &mut inputs.traffic;
         let expiring = &mut self.expiring;
         let pending = &mut self.pending;
+        // Releases first, retractions after (see "Why a late reading never half-corrects").
         // In detector order: the sweep walks `pending` in address order.
         self.active.sort_unstable();
         self.active.retain(|&det| {
@@ -284,7 +441,7 @@ impl Ingest {
                     t.alive.update_at(det, now.max(s.from), 1);
                     s.inserted = true;
                 }
-                if s.inserted && s.until <= upto {
+                if s.inserted && s.until <= upto.min(timers_upto) {
                     t.alive.update_at(det, now.max(s.until), -1);
                     return false;
                 }
@@ -294,9 +451,19 @@ impl Ingest {
                 t.seen.update_at(det, now.max(at), 1);
                 p.seen_at = None;
             }
+            // Forget readings no copy of which could be accepted any more.
+            let keep = p.recent.partition_point(|r| window_end(r.ts, Win::M1.ms()) + retention <= upto);
+            p.recent.drain(..keep);
             p.listed = !p.is_empty();
             p.listed
         });
+        while let Some(due) = self.expiring.first_entry().filter(|e| *e.key() <= upto) {
+            let at = now.max(*due.key());
+            for (key, mut sum) in due.remove() {
+                sum.negate();
+                t.windows.update_at(key, at, sum);
+            }
+        }
         self.now = upto;
     }
 }

@@ -84,6 +84,19 @@ pub fn build<'s>(
     (Inputs { traffic: traffic_in }, out)
 }
 
+/// Whether an output at event time `t`, after the last event time seen (`last`) because input
+/// ended, is still news: a window's value is (a window holding data closed), and so is an alert
+/// transition completed by the close of a window holding data — at the end of its rule's window
+/// that holds `last` at the latest ([`crate::alerts::Rule::window_ms`]). Anything later is an
+/// artefact of closing the input: a run of windows broken only because no more windows came,
+/// or an absence timer (CONTRACT §5).
+pub fn after_input_keeps(out: &Out, t: Ms, last: Ms) -> bool {
+    match out {
+        Out::Alert(key) => key.rule.window_ms().is_some_and(|w| t <= crate::time::window_end(last, w)),
+        _ => true,
+    }
+}
+
 /// Sorts a delivered batch and sums the differences of equal records, dropping those that cancel.
 pub fn consolidate_batch(records: &mut Vec<(Out, isize)>) {
     consolidate(records);

@@ -6,8 +6,10 @@
 //! presented to differential at time `e` (or at the current input time if that is later), so a
 //! window's result appears exactly when the watermark passes its end.
 //!
-//! The [`Watermark`] is the one clock of the city: the largest `ts` seen on any topic minus the
-//! allowed lateness. It never goes backwards.
+//! The city has one clock (CONTRACT §1): the latest event time of any validated record on any
+//! topic, except that one source far ahead of all the others does not move it
+//! ([`SourceClock`]). The watermark is that clock minus the allowed lateness; it never goes
+//! backwards.
 
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -99,50 +101,95 @@ pub fn window_end(ts: Ms, len: Ms) -> Ms {
     window_start(ts, len) + len
 }
 
-/// The city-wide event-time clock: the largest `ts` seen on any topic minus the allowed lateness.
-///
-/// Pure: it only moves when told of an event time (or, in the live service, of the wall clock
-/// through [`Watermark::advance_idle`]). It never goes backwards.
-#[derive(Clone, Debug)]
-pub struct Watermark {
-    lateness: Ms,
-    max_ts: Option<Ms>,
-    floor: Ms,
+/// Where an event time came from, for the clock: one detector, one incident, one unit, … (see
+/// [`source_of`]). Two records of one source never count as two witnesses.
+pub type Source = u64;
+
+/// The source key of an entity of a topic family (`kind` is the family's index): a hash of both,
+/// so ids of different families never meet.
+pub fn source_of(kind: u8, id: &str) -> Source {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    kind.hash(&mut h);
+    id.hash(&mut h);
+    h.finish()
 }
 
-impl Watermark {
-    /// A clock that has seen nothing yet, with the given allowed lateness.
-    pub fn new(lateness: Ms) -> Self {
-        Watermark { lateness, max_ts: None, floor: 0 }
-    }
+/// The two sources that have reported the latest event times, and those times.
+///
+/// The city's clock (CONTRACT §1: one clock for every topic, moved only by validated records)
+/// must not be dragged into the future by one sensor with a wrong clock. [`SourceClock::clock`]
+/// therefore trusts the latest source only while it is within `max_future` of the second latest
+/// (or of the clock itself): a lone source far ahead of every other one does not move the
+/// clock; a second source that reports a time as far ahead confirms it (a real gap in the
+/// input), and the clock jumps.
+///
+/// Only the top two of the per-source maxima are kept, and that is exact: a source's maximum
+/// only grows, and a source outside the top two has a maximum at or below the second, so when it
+/// reports again its new maximum is simply its new time. For the same reason two
+/// `SourceClock`s of disjoint or overlapping inputs merge into the `SourceClock` of the union
+/// ([`SourceClock::merge`]) — what the workers of one dataflow do at the end of every round.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceClock {
+    /// `(time, source)` of the latest and the second latest source, distinct sources, ordered
+    /// by `(time, source)` so ties break the same way everywhere.
+    top: [Option<(Ms, Source)>; 2],
+}
 
-    /// Notes an event time seen on any topic.
-    #[inline]
-    pub fn observe(&mut self, ts: Ms) {
-        if self.max_ts.is_none_or(|m| ts > m) {
-            self.max_ts = Some(ts);
+impl SourceClock {
+    /// Notes that `src` reported event time `ts`.
+    pub fn observe(&mut self, src: Source, ts: Ms) {
+        let new = (ts, src);
+        match self.top {
+            [Some((t0, s0)), _] if s0 == src => {
+                if ts > t0 {
+                    self.top[0] = Some(new);
+                }
+            }
+            [first, Some((t1, s1))] if s1 == src => {
+                if ts > t1 {
+                    self.top[1] = Some(new);
+                    if first.is_none_or(|f| new > f) {
+                        self.top.swap(0, 1);
+                    }
+                }
+            }
+            [first, second] => {
+                if first.is_none_or(|f| new > f) {
+                    self.top = [Some(new), first];
+                } else if second.is_none_or(|s| new > s) {
+                    self.top[1] = Some(new);
+                }
+            }
         }
     }
 
-    /// The largest event time seen so far.
-    pub fn max_ts(&self) -> Option<Ms> {
-        self.max_ts
+    /// Adds what `other` has seen.
+    pub fn merge(&mut self, other: &SourceClock) {
+        for (ts, src) in other.top.iter().flatten() {
+            self.observe(*src, *ts);
+        }
     }
 
-    /// Moves the clock to at least `at` without an event (idle input advancing with the wall clock).
-    pub fn advance_idle(&mut self, at: Ms) {
-        self.floor = self.floor.max(at);
+    /// The latest event time of any source.
+    pub fn latest(&self) -> Option<Ms> {
+        self.top[0].map(|(t, _)| t)
     }
 
-    /// The current watermark: max ts − lateness, or the idle floor if that is later; 0 before any input.
-    pub fn current(&self) -> Ms {
-        let from_events = self.max_ts.map(|m| m.saturating_sub(self.lateness)).unwrap_or(0);
-        from_events.max(self.floor)
-    }
-
-    /// The allowed lateness in ms.
-    pub fn lateness(&self) -> Ms {
-        self.lateness
+    /// The clock after these observations, given the previous clock (`previous`, or a trusted
+    /// reference such as the wall clock in the live service) and the largest lead one source
+    /// may have on the others (`max_future`): the latest time if it is within `max_future` of
+    /// the second latest or of `previous`, else the second latest; never before `previous`.
+    /// `None` before any record.
+    pub fn clock(&self, previous: Option<Ms>, max_future: Ms) -> Option<Ms> {
+        let second = self.top[1].map(|(t, _)| t);
+        let base = previous.max(second);
+        let latest = match (self.top[0], base) {
+            (Some((t, _)), Some(b)) if t > b.saturating_add(max_future) => b,
+            (Some((t, _)), _) => t,
+            (None, b) => return b,
+        };
+        Some(latest.max(base.unwrap_or(0)))
     }
 }
 
@@ -168,15 +215,65 @@ mod tests {
     }
 
     #[test]
-    fn watermark_never_goes_back() {
-        let mut w = Watermark::new(5_000);
-        assert_eq!(w.current(), 0);
-        w.observe(100_000);
-        w.observe(50_000);
-        assert_eq!(w.current(), 95_000);
-        w.advance_idle(90_000);
-        assert_eq!(w.current(), 95_000);
-        w.advance_idle(120_000);
-        assert_eq!(w.current(), 120_000);
+    fn one_source_far_ahead_does_not_move_the_clock() {
+        const F: Ms = 300_000;
+        let mut c = SourceClock::default();
+        assert_eq!(c.clock(None, F), None);
+        c.observe(1, 1_000_000);
+        assert_eq!(c.clock(None, F), Some(1_000_000), "a lone source is trusted");
+        c.observe(2, 1_000_500);
+        c.observe(1, 1_001_000);
+        assert_eq!(c.clock(None, F), Some(1_001_000));
+        // A sensor with a clock a day ahead.
+        c.observe(3, 1_000_000 + 86_400_000);
+        assert_eq!(c.clock(Some(1_001_000), F), Some(1_001_000));
+        // The same sensor again: still one source.
+        c.observe(3, 1_000_000 + 86_500_000);
+        assert_eq!(c.clock(Some(1_001_000), F), Some(1_001_000));
+        // A second source as far ahead confirms it: a gap in the input.
+        c.observe(2, 1_000_000 + 86_400_000);
+        assert_eq!(c.clock(Some(1_001_000), F), Some(1_000_000 + 86_500_000));
+        // Within max_future of the clock a single source moves it.
+        let mut d = SourceClock::default();
+        d.observe(1, 10_000_000);
+        d.observe(2, 9_000_000);
+        assert_eq!(d.clock(Some(9_800_000), F), Some(10_000_000));
+        assert_eq!(d.clock(Some(12_000_000), F), Some(12_000_000), "never goes back");
+    }
+
+    #[test]
+    fn merged_clocks_equal_the_clock_of_the_union() {
+        // Deterministic pseudo-random observations split over "workers" in every way.
+        let mut x = 12345u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200 {
+            let obs: Vec<(Source, Ms)> = (0..20).map(|_| (next() % 6, next() % 1000)).collect();
+            let mut all = SourceClock::default();
+            let mut parts = [SourceClock::default(); 3];
+            for (i, &(s, t)) in obs.iter().enumerate() {
+                all.observe(s, t);
+                parts[(i + (s as usize)) % 3].observe(s, t);
+            }
+            let mut merged = SourceClock::default();
+            for p in &parts {
+                merged.merge(p);
+            }
+            // The brute-force top two of the per-source maxima.
+            let mut max: std::collections::BTreeMap<Source, Ms> = Default::default();
+            for &(s, t) in &obs {
+                let m = max.entry(s).or_insert(t);
+                *m = (*m).max(t);
+            }
+            let mut v: Vec<(Ms, Source)> = max.into_iter().map(|(s, t)| (t, s)).collect();
+            v.sort_unstable_by(|a, b| b.cmp(a));
+            let want = [v.first().copied(), v.get(1).copied()];
+            assert_eq!(all.top, want);
+            assert_eq!(merged.top, want);
+        }
     }
 }

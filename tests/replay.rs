@@ -304,10 +304,11 @@ fn blocked_lane_raises_an_incident_that_clears() {
     assert_eq!(inc[0]["district"], "d1");
     assert_eq!(inc[0]["cell"], "c1");
     assert_eq!(inc[0]["id"], "traffic.incident:s1:0");
-    // Raised at the end of the 5th consecutive stopped minute, cleared when the first free minute closes.
-    assert_eq!(inc[0]["raised_ts"], T0 + 15 * MIN);
+    // Raised at the end of the 3rd stopped minute (3 of 6, README "the incident rule"), cleared
+    // when the first free minute closes (the queue discharges).
+    assert_eq!(inc[0]["raised_ts"], T0 + 13 * MIN);
     assert_eq!(inc[1]["state"], "cleared");
-    assert_eq!(inc[1]["raised_ts"], T0 + 15 * MIN);
+    assert_eq!(inc[1]["raised_ts"], T0 + 13 * MIN);
     assert_eq!(inc[1]["cleared_ts"], T0 + 21 * MIN);
     // And the transitions are in the line protocol too.
     assert_eq!(
@@ -510,7 +511,7 @@ fn simulated_rush_hour_with_one_blocked_lane() {
     assert_eq!(incidents.len(), 2, "exactly the injected lane, raised then cleared: {incidents:?}");
     assert_eq!(incidents[0]["subject"], json!({"segment": seg.id, "lane": 1}));
     let start = opts.start_ms + 60 * MIN;
-    assert_eq!(incidents[0]["raised_ts"], start + 5 * MIN, "five stopped minutes");
+    assert_eq!(incidents[0]["raised_ts"], start + 3 * MIN, "three stopped minutes");
     assert_eq!(incidents[1]["cleared_ts"], start + 16 * MIN, "cleared when the first free minute closes");
     // Every segment and district of the city was written for every 5-minute window.
     let pts = points(&r.lp);

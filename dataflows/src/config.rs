@@ -141,34 +141,44 @@ impl Default for Bands {
     }
 }
 
-/// Blocked-lane detection (see `traffic::incident` for the algorithm).
+/// Blocked-lane detection (`traffic.incident`; the module docs of `traffic` give the rule and
+/// its reasoning). Defaults were chosen on the SUMO runs of `tests/fixtures/sumo` (README).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct IncidentConfig {
-    /// A lane is "stopped" in a minute when its occupancy is at least this. Default 0.85.
+    /// A lane is "stopped" in a minute when its occupancy is at least this (a vehicle stands over
+    /// the loop the whole minute; a creeping queue reads 0.85–0.95) … Default 0.97.
     pub occ_stopped: f64,
-    /// … and at most this many vehicles crossed its loop in the minute. Default 0.
+    /// … and at most this many vehicles crossed its loop in the minute (a car now and then
+    /// slips past a blockage by changing lanes). Default 1.
     pub max_count: u32,
-    /// The neighbour lane must carry at least this many vehicles in the same minute. Default 3.
+    /// A minute in which at least this many vehicles cross a loop that was stopped the minute
+    /// before is a queue discharging (a red light or a turning queue), not a blockage: no window
+    /// holding such a minute raises. Default 2.
+    pub discharge_count: u32,
+    /// The adjacent lanes must carry at least this many vehicles in the window (traffic passes
+    /// the blocked lane). Default 6.
     pub neighbour_min_count: u32,
-    /// … and have an occupancy at least this much lower (California OCCDF). Default 0.4.
-    pub occ_diff: f64,
-    /// The downstream segment's mean occupancy at or above which a stopped lane is read as
-    /// spill-back from downstream, not an incident. Default 0.5.
+    /// A downstream segment's 1-minute mean occupancy at or above which a stopped minute is read
+    /// as spill-back from downstream, not a blockage. Default 0.75.
     pub spillback_occ: f64,
-    /// Consecutive minutes the condition must hold before the alert is raised. Default 5.
+    /// The window, in minutes, over which the rule judges a lane (persistence). Default 6.
     pub persist_min: u32,
+    /// Stopped minutes the window must hold (k of `persist_min`, not necessarily
+    /// consecutive). Default 3.
+    pub stopped_min: u32,
 }
 
 impl Default for IncidentConfig {
     fn default() -> Self {
         IncidentConfig {
-            occ_stopped: 0.85,
-            max_count: 0,
-            neighbour_min_count: 3,
-            occ_diff: 0.4,
-            spillback_occ: 0.5,
-            persist_min: 5,
+            occ_stopped: 0.97,
+            max_count: 1,
+            discharge_count: 2,
+            neighbour_min_count: 6,
+            spillback_occ: 0.75,
+            persist_min: 6,
+            stopped_min: 3,
         }
     }
 }
@@ -238,7 +248,6 @@ impl Config {
         let i = &t.incident;
         for (key, v) in [
             ("traffic.incident.occ_stopped", i.occ_stopped),
-            ("traffic.incident.occ_diff", i.occ_diff),
             ("traffic.incident.spillback_occ", i.spillback_occ),
         ] {
             if !(0.0..=1.0).contains(&v) {
@@ -247,6 +256,20 @@ impl Config {
         }
         if i.persist_min == 0 || i.persist_min > 120 {
             return err("traffic.incident.persist_min", "must be 1..120");
+        }
+        // A window's minutes must all still be held when it closes, or expiring minutes would
+        // change a window already judged.
+        if i.persist_min as u64 * 60 + 60 > t.retention_s {
+            return err(
+                "traffic.incident.persist_min",
+                "must be at least a minute shorter than traffic.retention_s",
+            );
+        }
+        if i.stopped_min == 0 || i.stopped_min > i.persist_min {
+            return err("traffic.incident.stopped_min", "must be 1..persist_min");
+        }
+        if i.discharge_count <= i.max_count {
+            return err("traffic.incident.discharge_count", "must be more than max_count");
         }
         let c = &t.congestion;
         if c.persist_min == 0 || !c.persist_min.is_multiple_of(5) || c.persist_min > 24 * 60 {
@@ -284,5 +307,14 @@ mod tests {
         let mut c = Config::default();
         c.traffic.congestion.persist_min = 7;
         assert_eq!(c.validate().unwrap_err().key, "traffic.congestion.persist_min");
+        let mut c = Config::default();
+        c.traffic.incident.stopped_min = 7;
+        assert_eq!(c.validate().unwrap_err().key, "traffic.incident.stopped_min");
+        let mut c = Config::default();
+        c.traffic.incident.discharge_count = 1;
+        assert_eq!(c.validate().unwrap_err().key, "traffic.incident.discharge_count");
+        let mut c = Config::default();
+        c.traffic.incident.persist_min = 15;
+        assert_eq!(c.validate().unwrap_err().key, "traffic.incident.persist_min");
     }
 }

@@ -24,18 +24,60 @@
 //! over segments with a speed.
 //!
 //! # Alert rules
-//! * `traffic.incident` — a blocked lane, California-algorithm style but across lanes: in a
-//!   1-minute window a lane is *stopped* (occupancy ≥ `occ_stopped`, count ≤ `max_count`) while
-//!   an adjacent lane of the same segment *flows* (count ≥ `neighbour_min_count`, occupancy at
-//!   least `occ_diff` lower), and no downstream segment is at or above `spillback_occ` (then the
-//!   queue is spill-back, not an incident). This must hold for `persist_min` consecutive minutes.
-//!   A signal queue stops both lanes at once (no difference); a turning-lane queue discharges
-//!   every cycle, so it breaks the run of stopped minutes; a blocked lane does neither.
+//! * `traffic.incident` — a blocked lane; see [the rule below](#the-incident-rule).
 //! * `traffic.congestion` — a district's 5-minute index ≥ `tpi_threshold` for `persist_min`
 //!   minutes of consecutive 5-minute windows.
 //! * `traffic.detector_offline` — a reading at `ts` with interval `I` keeps its detector alive over
 //!   `[ts, ts + (offline_intervals + 1)·I)`; a detector that has reported before and is alive
-//!   nowhere is offline. The deadline is the timer of the contract: it fires on the watermark.
+//!   nowhere is offline. The deadline is the timer of the contract: it fires on the watermark.//!
+//! # The incident rule
+//! Tuned on microscopic simulations of signalised and unsignalised networks (Eclipse SUMO,
+//! `scripts/sumo/`, fixtures in `tests/fixtures/sumo/`, figures in the README), where the
+//! earlier rule ("count 0 for 5 straight minutes while the neighbour lane is much less
+//! occupied") missed every stall: a car slips past now and then, and the neighbour lane queues
+//! at every red light too. It judges each lane of a multi-lane segment on its 1-minute windows:
+//!
+//! * a minute is **stopped** when the lane's loop was occupied at least `occ_stopped` (0.97) of
+//!   it and at most `max_count` (1) vehicle crossed — a vehicle standing over the loop the whole
+//!   minute. A red light stops a lane for at most part of a cycle; a creeping turning queue
+//!   reads 0.85–0.95 (cars move up into gaps); a stalled car, or the standing queue behind it,
+//!   reads 1. A stopped minute does not count while a downstream segment's 1-minute mean
+//!   occupancy is at least `spillback_occ` (0.75): the queue is then spill-back from a full
+//!   road downstream, not a blockage of this lane;
+//! * a minute **discharges** when at least `discharge_count` (2) vehicles cross a loop that was
+//!   stopped the minute before: a queue that moves off is a signal or a turning queue, which a
+//!   blocked lane never is; a car that slips past (one vehicle) is not a discharge. Judging the
+//!   discharge against the minute before, not any busy minute, matters: the minute in which a
+//!   stall begins is usually busy, and must not veto the minutes after it;
+//! * the **neighbours** are the lanes numbered one either side; their vehicles are summed.
+//!
+//! A lane is **blocked** at the end of minute `m` when the window of the `persist_min` (6)
+//! minutes ending at `m` holds at least `stopped_min` (3) stopped minutes (k of n, so a car
+//! slipping past or a minute under spill-back does not restart the count), no discharge, and
+//! at least `neighbour_min_count` (6) vehicles in the neighbour lanes (traffic passes the
+//! blockage: when every lane stands — a red light, gridlock — nothing does). With the window
+//! longer than the longest stop of a queue that discharges (a turning lane held for four
+//! minutes, then moving off, never completes a window without its discharge), what remains is a
+//! lane that stood three minutes out of six beside moving traffic and never moved off.
+//!
+//! The alert is present from the end of the first window that satisfies the condition (its
+//! `raised_ts`, CONTRACT §7) to the end of the first that does not. It clears quickly once the
+//! blockage goes: the queue behind it discharges (a veto at once), or the stopped minutes age
+//! out of the window.
+//!
+//! *As a dataflow*, every step is a pure function of exact integer sums, so the output does not
+//! depend on arrival order, batching or worker count. Each lane-minute total is sent under its
+//! (segment, minute) and, as the "minute before", under (segment, minute + 1); the spill-back
+//! marker (downstream segment totals over the threshold) joins the same key. One `reduce` per
+//! (segment, minute) turns these into each lane's [`Votes`] (stopped 0/1, discharged 0/1,
+//! neighbour vehicles), which a late reading corrects like any other aggregate. Each minute's
+//! votes are the *difference* of the `persist_min` windows that contain it, so [`totals`] keeps
+//! each window's exact sums incrementally, and the condition is a filter on them. A satisfied
+//! window is made present only over `[its end, its end + 1 minute)` ([`during`]), so the
+//! windows of consecutive minutes join into one continuous presence, and a window that stops
+//! satisfying it retracts at the current time. The minutes of a window are all within
+//! retention when it is judged (`persist_min` is validated against `retention_s`), so an
+//! expiring minute never changes a window after its end.
 
 use crate::alerts::{AlertKey, Rule, Subject};
 use crate::city::{CityModel, Idx, RoadClass};
@@ -43,7 +85,7 @@ use crate::config::{Config, TrafficConfig};
 use crate::diff::abelian_struct;
 use crate::time::{MINUTE, Ms};
 use crate::totals::totals;
-use crate::windows::persisted;
+use crate::windows::{during, persisted};
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
@@ -355,16 +397,36 @@ pub fn dataflow<'s>(
     )
 }
 
-/// A lane's minute, as the incident rule sees it.
+/// What the incident rule reads of one lane in one minute, keyed by (segment, minute): the
+/// lane's own minute (`prev == false`), its minute before (`prev == true`, re-keyed one minute
+/// on), or the marker [`SPILL`] that a downstream segment is full in this minute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-struct LaneMinute {
+struct LaneObs {
     lane: u32,
-    stopped: bool,
+    prev: bool,
     count: i64,
     /// Occupancy in ppm (time-weighted mean), or −1 when none was reported.
     occ_ppm: i64,
 }
 
+/// The `lane` of the spill-back marker.
+const SPILL: u32 = u32::MAX;
+
+/// A lane-minute's votes towards each window of `persist_min` minutes that holds it; the
+/// window's sums decide the rule (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct Votes {
+    /// Stopped minutes (not under spill-back).
+    stopped: i64,
+    /// Minutes in which a stopped queue discharged.
+    discharged: i64,
+    /// Vehicles the adjacent lanes carried.
+    neighbour: i64,
+}
+
+abelian_struct!(Votes { stopped, discharged, neighbour });
+
+/// `traffic.incident`: see the module docs for the rule and why it is correct.
 fn incident_alerts<'s>(
     detectors: VecCollection<'s, Ms, (DetWin, FlowSum)>,
     windows: VecCollection<'s, Ms, DetWin, FlowSum>,
@@ -379,37 +441,22 @@ fn incident_alerts<'s>(
     }
     let inc = cfg.traffic.incident.clone();
     let occ_stopped_ppm = (inc.occ_stopped * 1e6).round() as i64;
-    let occ_diff_ppm = (inc.occ_diff * 1e6).round() as i64;
+    let max_count = inc.max_count as i64;
+    let discharge = inc.discharge_count as i64;
 
-    // Lanes of multi-lane segments, per (segment, minute).
+    // Each lane-minute of a multi-lane segment, under its own minute and under the next one.
     let c = city.clone();
     let lanes = detectors.flat_map(move |(w, sum)| {
-        (w.win == Win::M1 && c.detector_multi_lane(w.det)).then(|| {
-            let det = &c.detectors[w.det as usize];
-            let occ_ppm = if sum.occ_s > 0 { sum.occ_ppm_s / sum.occ_s } else { -1 };
-            let stopped = occ_ppm >= occ_stopped_ppm && sum.count <= inc.max_count as i64;
-            ((det.segment, w.start), LaneMinute { lane: det.lane, stopped, count: sum.count, occ_ppm })
+        let (segment, lane) = (c.detector_segment(w.det), c.detectors[w.det as usize].lane);
+        let keep = w.win == Win::M1 && c.detector_multi_lane(w.det);
+        let occ_ppm = if sum.occ_s > 0 { sum.occ_ppm_s / sum.occ_s } else { -1 };
+        keep.then_some([false, true]).into_iter().flatten().map(move |prev| {
+            let minute = if prev { w.start + MINUTE } else { w.start };
+            ((segment, minute), LaneObs { lane, prev, count: sum.count, occ_ppm })
         })
     });
 
-    // A stopped lane next to a flowing one.
-    let min_count = inc.neighbour_min_count as i64;
-    let candidates =
-        lanes.reduce(move |_key, input: &[(&LaneMinute, isize)], out: &mut Vec<(u32, isize)>| {
-            for (a, _) in input.iter().filter(|(a, _)| a.stopped) {
-                let flowing_neighbour = input.iter().any(|(b, _)| {
-                    b.lane.abs_diff(a.lane) == 1
-                        && b.count >= min_count
-                        && b.occ_ppm >= 0
-                        && b.occ_ppm + occ_diff_ppm <= a.occ_ppm
-                });
-                if flowing_neighbour {
-                    out.push((a.lane, 1));
-                }
-            }
-        });
-
-    // Minutes in which a segment's downstream neighbour is congested enough to spill back: the
+    // Minutes in which a segment's downstream neighbour is full enough to spill back: the
     // 1-minute occupancy of every segment downstream of a multi-lane segment.
     let watched: Vec<bool> = city
         .segments
@@ -431,10 +478,40 @@ fn incident_alerts<'s>(
             ups.into_iter().map(move |u| (u, start))
         }
     })
-    .distinct();
+    .distinct()
+    .map(|key| (key, LaneObs { lane: SPILL, prev: false, count: 0, occ_ppm: 0 }));
 
-    let blocked = candidates.antijoin(spilling).map(|((seg, start), lane)| ((seg, lane), start));
-    persisted(blocked, MINUTE, inc.persist_min).map(|(segment, lane)| AlertKey {
+    // Per segment and minute, each lane's votes.
+    let stopped = move |o: &LaneObs| o.occ_ppm >= occ_stopped_ppm && o.count <= max_count;
+    let votes = lanes.concat(spilling).reduce(
+        move |_key, input: &[(&LaneObs, isize)], out: &mut Vec<((u32, Votes), isize)>| {
+            let spill = input.iter().any(|(o, _)| o.lane == SPILL);
+            let now = || input.iter().map(|(o, _)| *o).filter(|o| !o.prev && o.lane != SPILL);
+            for a in now() {
+                let before = input.iter().find(|(o, _)| o.prev && o.lane == a.lane).map(|(o, _)| *o);
+                let v = Votes {
+                    stopped: (stopped(a) && !spill) as i64,
+                    discharged: (a.count >= discharge && before.is_some_and(stopped)) as i64,
+                    neighbour: now().filter(|b| b.lane.abs_diff(a.lane) == 1).map(|b| b.count).sum(),
+                };
+                if v != Votes::default() {
+                    out.push(((a.lane, v), 1));
+                }
+            }
+        },
+    );
+
+    // Each minute votes for the windows of `persist_min` minutes that end at it or after it.
+    let n = inc.persist_min as Ms;
+    let windows = totals(votes.explode(move |((seg, start), (lane, v)): ((Idx, Ms), (u32, Votes))| {
+        (0..n).map(move |i| ((seg, lane, start + i * MINUTE), v))
+    }));
+    let (k, neighbour_min) = (inc.stopped_min as i64, inc.neighbour_min_count as i64);
+    let blocked = windows
+        .filter(move |(_, v)| v.stopped >= k && v.discharged == 0 && v.neighbour >= neighbour_min)
+        .map(|(key, _)| key);
+    // Present from the end of the window that completes the condition to the end of the next.
+    during(blocked, |&(_, _, last)| (last + MINUTE, last + 2 * MINUTE)).map(|(segment, lane, _)| AlertKey {
         rule: Rule::TrafficIncident,
         subject: Subject::Lane { segment, lane },
     })

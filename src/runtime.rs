@@ -188,7 +188,7 @@ impl WorkerRounds {
         let reference = shared.reference.load(Ordering::Acquire).checked_sub(1);
         let stop = shared.stop.load(Ordering::Acquire);
         shared.barrier.wait();
-        self.agreed = sources.clock(self.agreed.max(reference), shared.max_future);
+        self.agreed = sources.clock(self.agreed, reference, shared.max_future);
         if worker.index() == 0 {
             shared.clock.store(self.agreed.map_or(0, |c| c + 1), Ordering::Release);
         }

@@ -176,20 +176,19 @@ impl SourceClock {
         self.top[0].map(|(t, _)| t)
     }
 
-    /// The clock after these observations, given the previous clock (`previous`, or a trusted
-    /// reference such as the wall clock in the live service) and the largest lead one source
-    /// may have on the others (`max_future`): the latest time if it is within `max_future` of
-    /// the second latest or of `previous`, else the second latest; never before `previous`.
-    /// `None` before any record.
-    pub fn clock(&self, previous: Option<Ms>, max_future: Ms) -> Option<Ms> {
+    /// The clock after these observations, given the previous clock (`previous`), a trusted
+    /// time if there is one (`trusted`: the live service's wall clock) and the largest lead one
+    /// source may have on the others (`max_future`): the latest time, if it is within
+    /// `max_future` of the second latest, of `previous` or of `trusted`; else the second latest.
+    /// Never before `previous`; `None` before any record.
+    pub fn clock(&self, previous: Option<Ms>, trusted: Option<Ms>, max_future: Ms) -> Option<Ms> {
         let second = self.top[1].map(|(t, _)| t);
-        let base = previous.max(second);
-        let latest = match (self.top[0], base) {
-            (Some((t, _)), Some(b)) if t > b.saturating_add(max_future) => b,
-            (Some((t, _)), _) => t,
-            (None, b) => return b,
+        let anchor = previous.max(second).max(trusted);
+        let latest = match (self.top[0], anchor) {
+            (Some((t, _)), Some(a)) if t > a.saturating_add(max_future) => second,
+            (top, _) => top.map(|(t, _)| t),
         };
-        Some(latest.max(base.unwrap_or(0)))
+        previous.max(latest)
     }
 }
 
@@ -218,27 +217,34 @@ mod tests {
     fn one_source_far_ahead_does_not_move_the_clock() {
         const F: Ms = 300_000;
         let mut c = SourceClock::default();
-        assert_eq!(c.clock(None, F), None);
+        assert_eq!(c.clock(None, None, F), None);
         c.observe(1, 1_000_000);
-        assert_eq!(c.clock(None, F), Some(1_000_000), "a lone source is trusted");
+        assert_eq!(c.clock(None, None, F), Some(1_000_000), "a lone source is trusted");
         c.observe(2, 1_000_500);
         c.observe(1, 1_001_000);
-        assert_eq!(c.clock(None, F), Some(1_001_000));
+        assert_eq!(c.clock(None, None, F), Some(1_001_000));
         // A sensor with a clock a day ahead.
         c.observe(3, 1_000_000 + 86_400_000);
-        assert_eq!(c.clock(Some(1_001_000), F), Some(1_001_000));
+        assert_eq!(c.clock(Some(1_001_000), None, F), Some(1_001_000));
         // The same sensor again: still one source.
         c.observe(3, 1_000_000 + 86_500_000);
-        assert_eq!(c.clock(Some(1_001_000), F), Some(1_001_000));
+        assert_eq!(c.clock(Some(1_001_000), None, F), Some(1_001_000));
         // A second source as far ahead confirms it: a gap in the input.
         c.observe(2, 1_000_000 + 86_400_000);
-        assert_eq!(c.clock(Some(1_001_000), F), Some(1_000_000 + 86_500_000));
+        assert_eq!(c.clock(Some(1_001_000), None, F), Some(1_000_000 + 86_500_000));
         // Within max_future of the clock a single source moves it.
         let mut d = SourceClock::default();
         d.observe(1, 10_000_000);
         d.observe(2, 9_000_000);
-        assert_eq!(d.clock(Some(9_800_000), F), Some(10_000_000));
-        assert_eq!(d.clock(Some(12_000_000), F), Some(12_000_000), "never goes back");
+        assert_eq!(d.clock(Some(9_800_000), None, F), Some(10_000_000));
+        assert_eq!(d.clock(Some(12_000_000), None, F), Some(12_000_000), "never goes back");
+        // A trusted time (the wall clock) vouches for the latest source, and is not a floor.
+        let mut e = SourceClock::default();
+        e.observe(1, 10_000_000);
+        e.observe(2, 1_000_000);
+        assert_eq!(e.clock(None, None, F), Some(1_000_000));
+        assert_eq!(e.clock(None, Some(9_900_000), F), Some(10_000_000));
+        assert_eq!(e.clock(None, Some(99_000_000), F), Some(10_000_000));
     }
 
     #[test]

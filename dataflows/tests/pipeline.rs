@@ -206,7 +206,7 @@ fn schedule(rounds: &Rounds, cfg: &Config) -> Vec<(Ms, Ms)> {
                 sources.observe(a.reading.source(), a.reading.ts);
             }
         }
-        clock = sources.clock(clock, cfg.ingest.max_future_ms());
+        clock = sources.clock(clock, None, cfg.ingest.max_future_ms());
         let from_events = clock.map_or(0, |c: Ms| c.saturating_sub(cfg.time.lateness_ms()));
         now = now.max(from_events).max(floor.unwrap_or(0));
         out.push((now, clock.unwrap_or(0).max(now) + cfg.ingest.max_future_ms()));

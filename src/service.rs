@@ -464,6 +464,18 @@ fn render_metrics(st: Stages) -> impl Fn() -> String + Send + Sync {
                 "Elements accepted by the dataflow.",
                 g(&live.accepted),
             ),
+            (
+                "citybrain_ingest_duplicates_total",
+                "counter",
+                "Copies of readings already accepted, with the same content: ignored (not in accepted).",
+                g(&live.duplicates),
+            ),
+            (
+                "citybrain_ingest_corrections_total",
+                "counter",
+                "Copies of readings already accepted, with other content: they replaced the first.",
+                g(&live.corrections),
+            ),
             ("citybrain_watermark_ms", "gauge", "The event-time clock (epoch ms).", wm),
             ("citybrain_lag_ms", "gauge", "Wall clock minus the event-time clock, ms.", lag),
             ("citybrain_max_event_ms", "gauge", "The largest event time seen (epoch ms).", max),

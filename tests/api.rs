@@ -406,6 +406,40 @@ async fn a_restart_keeps_active_alerts_and_acks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_a_far_future_clock_still_fires_timers() {
+    let dir = common::scratch("api-future-clock");
+    let db = dir.join("alerts.db");
+    {
+        // What an older version stored after a sensor stamped 2099: the hub's clock.
+        let hub = hub(&db, 0, 600);
+        hub.apply(4_070_908_800_000, vec![raw("old", Some("c1"), AlertState::Raised, T0, None)]);
+    }
+    let (k, tokens) = keys();
+    let hub = hub(&db, 0, 600);
+    let port = serve(standalone(hub.clone(), tokens, HttpConfig::default())).await;
+    let mut ops = ws(port, "/ws/alerts", &k.ops).await;
+    next(&mut ops).await;
+    hub.apply(T0, vec![raw("x", Some("c1"), AlertState::Raised, T0, None)]);
+    assert_eq!(next(&mut ops).await["alert"]["state"], "raised");
+    // Nothing is due yet (with the stored 2099 clock, escalation fired at once).
+    quiet(&mut ops).await;
+    // Ten minutes on: `old` was not raised again (cleared after the restore grace) and `x`,
+    // unacknowledged, escalates at its deadline.
+    hub.apply(T0 + 12 * MIN, vec![]);
+    let (a, b) = (next(&mut ops).await, next(&mut ops).await);
+    let mut got: Vec<(String, String, bool)> = [a, b]
+        .iter()
+        .map(|v| {
+            let al = &v["alert"];
+            (al["id"].as_str().unwrap().into(), al["state"].as_str().unwrap().into(), al["escalated"] == true)
+        })
+        .collect();
+    got.sort();
+    // (`old` had escalated in its first life, under the 2099 clock.)
+    assert_eq!(got, [("old".into(), "cleared".into(), true), ("x".into(), "raised".into(), true)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_over_http_feeds_the_live_dataflow_and_bad_json_is_dead_lettered() {
     use citybrain::live::{Live, LiveOptions};
     let dir = common::scratch("api-ingest");

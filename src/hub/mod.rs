@@ -178,7 +178,20 @@ impl Hub {
         let store = db.map(Store::open).transpose()?;
         let (life, seq) = match &store {
             Some(s) => {
-                let (entries, clock, seq) = s.load()?;
+                let (entries, mut clock, seq) = s.load()?;
+                // A clock stored by an older version from one sensor's wrong clock (or a
+                // corrupted row) would stop every timer after a restart: a clock more than a
+                // week past the wall clock (the most `ingest.max_future_s` allows) is ignored.
+                let wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as Ms);
+                if clock > wall.saturating_add(7 * 86_400_000) {
+                    tracing::warn!(
+                        stored = %citybrain_dataflows::time::format_ms(clock),
+                        "the alert store's clock is far in the future; ignoring it"
+                    );
+                    clock = 0;
+                }
                 if !entries.is_empty() {
                     tracing::info!(active = entries.len(), "alert hub resumes the stored active set");
                 }

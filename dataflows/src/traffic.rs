@@ -55,10 +55,13 @@
 //! minutes ending at `m` holds at least `stopped_min` (3) stopped minutes (k of n, so a car
 //! slipping past or a minute under spill-back does not restart the count), no discharge, and
 //! at least `neighbour_min_count` (6) vehicles in the neighbour lanes (traffic passes the
-//! blockage: when every lane stands — a red light, gridlock — nothing does). With the window
-//! longer than the longest stop of a queue that discharges (a turning lane held for four
-//! minutes, then moving off, never completes a window without its discharge), what remains is a
-//! lane that stood three minutes out of six beside moving traffic and never moved off.
+//! blockage: when every lane stands — a red light, gridlock — nothing does). A queue held again
+//! and again, moving off between holds (a turning lane held four minutes, then discharging),
+//! never completes a window once it has been seen to discharge: its last discharge is always in
+//! the window. What remains is a lane that stood three minutes out of six beside moving
+//! traffic without moving off. (A first hold of more than three minutes, with no discharge in
+//! the window before it, cannot be told from a blockage in real time: it is raised, and cleared
+//! the minute it moves off.)
 //!
 //! The alert is present from the end of the first window that satisfies the condition (its
 //! `raised_ts`, CONTRACT §7) to the end of the first that does not. It clears quickly once the

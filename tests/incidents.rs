@@ -107,7 +107,7 @@ const MIN: u64 = 60_000;
 /// A 90-s signal cycle seen per 30-s interval: red (the queue stands over the loop, nobody
 /// crosses), then two green intervals discharging the queue.
 fn signal(i: u64) -> (u32, f64) {
-    if i % 3 == 0 { (0, 1.0) } else { (7, 0.35) }
+    if i.is_multiple_of(3) { (0, 1.0) } else { (7, 0.35) }
 }
 
 #[test]

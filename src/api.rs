@@ -273,8 +273,11 @@ pub struct AppState {
     pub ingest: IngestGate,
     /// Keeps what `POST /api/ingest` cannot take (not JSON) in the dead-letter store.
     pub reject: crate::live::RejectSink,
-    /// Whether the service is ready (dataflow running, input connected).
-    pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Whether the service is ready (outputs working, input connected); otherwise why not.
+    pub ready: Arc<dyn Fn() -> Result<(), String> + Send + Sync>,
+    /// Whether `POST /api/ingest` may take input (every output working); otherwise why not
+    /// (503: input is paused while an output fails).
+    pub accepting: Arc<dyn Fn() -> Result<(), String> + Send + Sync>,
     /// Renders the Prometheus text of `/metrics`.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
     /// Websocket slots.
@@ -306,7 +309,8 @@ impl AppState {
             topic_prefix: Arc::new("city/".into()),
             ingest: Arc::new(Mutex::new(None)),
             reject: Arc::new(|_: &str, _: &[u8], _: &Rejected| {}),
-            ready: Arc::new(|| true),
+            ready: Arc::new(|| Ok(())),
+            accepting: Arc::new(|| Ok(())),
             metrics: Arc::new(String::new),
         })
     }
@@ -492,13 +496,13 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: the dataflow runs and the broker is connected.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "Ready"), (status = 503, description = "Starting or disconnected")))]
+/// Readiness: the broker is connected and subscribed, and every output works (503 with the reason
+/// otherwise).
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "Ready"), (status = 503, description = "Starting, disconnected, or an output failing (the reason in the body)")))]
 async fn readyz(State(s): State<AppState>) -> Response {
-    if (s.ready)() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    match (s.ready)() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
     }
 }
 
@@ -672,7 +676,7 @@ async fn ack(
     request_body(content = Object, content_type = "application/json"),
     responses((status = 202, description = "Queued for the dataflow; invalid elements go to the dead-letter store"),
         (status = 400, description = "Not JSON (dead-lettered)"), (status = 401), (status = 403), (status = 413),
-        (status = 503, description = "The dataflow is busy or stopping: retry")))]
+        (status = 503, description = "The dataflow is busy or stopping, or an output is failing (input paused): retry")))]
 async fn ingest(
     auth: Authed,
     State(s): State<AppState>,
@@ -688,6 +692,7 @@ async fn ingest(
         (s.reject)(&topic, &body, &why);
         return Err(ApiError::BadRequest(format!("payload is not JSON: {e}")));
     }
+    (s.accepting)().map_err(ApiError::Unavailable)?;
     let sender = s.ingest.lock().ok().and_then(|g| g.clone());
     let sender = sender.ok_or_else(|| ApiError::Unavailable("shutting down".into()))?;
     match sender.try_send(Message { topic, payload: body.to_vec() }) {

@@ -22,7 +22,9 @@
 //! of `health/case/{id}` and `health/trip/{id}` (which a publisher may have set to the person)
 //! is always stored as its pseudonym. Logs never carry raw bytes.
 //!
-//! Writes are buffered: call [`DeadLetterStore::flush`] on the service's tick and at shutdown.
+//! Writes are buffered: call [`DeadLetterStore::flush`] on the service's tick and at shutdown. A
+//! flush that fails keeps the dead letters for the next one (up to one file's size; beyond that
+//! they are counted as not kept, [`DeadLetterStore::unstored`]).
 
 use crate::sink::files::RotatingFile;
 use anyhow::Result;
@@ -49,6 +51,10 @@ pub struct DeadLetterStore {
     counts: BTreeMap<&'static str, u64>,
     /// Rate limiting of the log, by reason.
     log: BTreeMap<&'static str, LogState>,
+    /// Unwritten dead letters kept in memory up to this many bytes.
+    max_pending: u64,
+    /// Dead letters not kept (the bound was reached while the store could not be written).
+    unstored: u64,
 }
 
 /// When a reason was last logged and how many of its dead letters went unlogged since.
@@ -88,6 +94,8 @@ impl DeadLetterStore {
             prefix: prefix.to_string(),
             counts: BTreeMap::new(),
             log: BTreeMap::new(),
+            max_pending: max_file_bytes.max(1 << 16),
+            unstored: 0,
         })
     }
 
@@ -107,7 +115,28 @@ impl DeadLetterStore {
         let line = Line { received_ms: wall_ms, topic: &topic, reason, detail: &detail, raw: &raw_text };
         let mut bytes = serde_json::to_vec(&line)?;
         bytes.push(b'\n');
-        self.file.write(&bytes)
+        if self.file.pending_bytes() >= self.max_pending {
+            // The store has been failing for a while (see `flush`): bounded memory wins, and
+            // what is not kept is still counted.
+            self.unstored += 1;
+            anyhow::bail!(
+                "dead-letter store {} not writable; dead letter not kept",
+                self.file.dir().display()
+            );
+        }
+        self.file.write(&bytes);
+        Ok(())
+    }
+
+    /// Dead letters counted but not kept because the store could not be written for so long
+    /// that the unwritten ones reached the bound (one file's size).
+    pub fn unstored(&self) -> u64 {
+        self.unstored
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        self.file.dir()
     }
 
     /// Dead letters recorded since the store was opened, by reason (only reasons that occurred).
@@ -115,7 +144,8 @@ impl DeadLetterStore {
         self.counts.clone()
     }
 
-    /// Hands buffered dead letters to the operating system.
+    /// Writes the buffered dead letters; on an error they stay buffered (up to one file's size)
+    /// for the next flush.
     pub fn flush(&mut self) -> Result<()> {
         self.file.flush()
     }

@@ -3,24 +3,46 @@
 //! One rumqttc client with a persistent session (`clean_session = false`) subscribes to the
 //! input families `{prefix}traffic/#`, `{prefix}emergency/#`, `{prefix}grid/#` and
 //! `{prefix}health/#` at QoS 1 (not `{prefix}#`: the alert outlet publishes under
-//! `{prefix}alerts/`, which is output, not input), and subscribes again on *every* ConnAck (a broker that restarted has
-//! forgotten the subscription; rumqtt issue #250). The event loop is polled continuously in its
-//! own task; after an error it waits with jittered exponential backoff (100 ms doubling to 5 s)
-//! before polling again, which reconnects.
+//! `{prefix}alerts/`, which is output, not input), and subscribes again on *every* ConnAck (a
+//! broker that restarted has forgotten the subscription; rumqtt issue #250).
 //!
-//! Acknowledgement is manual: a QoS 1 message is acknowledged only after the live driver has
-//! taken it into its queue, so a crash before that makes the broker redeliver it. When the
-//! driver's queue is full the task stops polling, TCP backpressure reaches the broker, and the
-//! broker buffers (configure mosquitto with `max_queued_messages 0` so it never drops them).
+//! Two tasks, so that backpressure never silences the connection:
+//! - the **poller** polls the event loop continuously — keep-alive pings, PubAcks and reconnects
+//!   go on whatever the dataflow does — and hands each publish over to the feeder through a
+//!   bounded queue ([`HANDOFF`] messages). After an error it waits with jittered exponential
+//!   backoff (100 ms doubling to 5 s) before polling again, which reconnects.
+//! - the **feeder** hands the messages to the live driver in order and acknowledges each one
+//!   only once the driver has taken it into its queue (manual acknowledgement), so a crash before
+//!   that makes the broker redeliver it. While the driver's queue is full, or while an output is
+//!   failing (the *gate* is closed, see [`crate::sink::health`]), the feeder holds its message
+//!   and takes no more; the messages not acknowledged then fill the broker's in-flight window
+//!   (mosquitto `max_inflight_messages`, rumqttd `max_inflight_count`), and the broker stops
+//!   sending and keeps the rest (configure mosquitto with `max_queued_messages 0` so it never
+//!   drops them). The connection stays up: no reconnect, no redelivery storm.
+//!
+//! The hand-off queue is larger than any sane in-flight window, so for QoS 1 the poller never
+//! waits on it. (QoS 0 publishes have no window: a broker flooding those past the queue makes
+//! the poller wait, which is TCP backpressure, as before.) An acknowledgement that cannot be
+//! sent — the connection dropped since the message arrived (rumqttc discards the PubAcks queued
+//! for the old connection and the broker redelivers), or the client stopped — is counted
+//! (`ack_failures`) and logged once per episode; the redelivery is harmless because ingestion
+//! is idempotent (a duplicate changes nothing).
 
 use crate::live::{LiveSender, Message, Refused};
 use anyhow::Result;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+/// Messages the poller hands to the feeder before it waits (above any in-flight window).
+pub const HANDOFF: usize = 1024;
+
+/// Whether input may be taken now (closed while an output is failing).
+pub type Gate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// `[mqtt]` settings.
 #[derive(Clone, Debug, Deserialize)]
@@ -74,13 +96,23 @@ pub struct MqttMetrics {
     /// Whether the broker has acknowledged the subscriptions of the current connection (what
     /// `/readyz` reports: before that, the broker would not route input to us).
     pub subscribed: AtomicBool,
+    /// Acknowledgements not sent (connection lost since, or client stopped): the broker
+    /// redelivers those messages.
+    pub ack_failures: AtomicU64,
+    /// Messages received and not yet taken by the live driver (held while it is backpressured or
+    /// an output is failing).
+    pub held: AtomicU64,
+    /// Connection generation: bumped on every ConnAck and every connection error, so the feeder
+    /// never sends an old connection's PubAck on a new one.
+    epoch: AtomicU64,
 }
 
 /// A running ingestion client.
 pub struct MqttIngest {
     client: AsyncClient,
     metrics: Arc<MqttMetrics>,
-    task: JoinHandle<()>,
+    poller: JoinHandle<()>,
+    feeder: JoinHandle<()>,
 }
 
 /// The topic filters ingestion subscribes to: the contract's input families under the prefix
@@ -111,76 +143,28 @@ impl MqttIngest {
     /// Connects (in the background) and starts feeding `sender` with every message under
     /// `topic_prefix` (e.g. `city/`).
     pub fn start(cfg: &MqttConfig, topic_prefix: &str, sender: LiveSender) -> Result<MqttIngest> {
+        Self::start_gated(cfg, topic_prefix, sender, Arc::new(|| true))
+    }
+
+    /// [`MqttIngest::start`], taking (and acknowledging) input only while `gate` is open.
+    pub fn start_gated(
+        cfg: &MqttConfig,
+        topic_prefix: &str,
+        sender: LiveSender,
+        gate: Gate,
+    ) -> Result<MqttIngest> {
         if cfg.host.is_empty() {
             anyhow::bail!("config key `mqtt.host`: must not be empty");
         }
         let mut opts = cfg.options(cfg.client_id.clone());
         opts.set_clean_session(false).set_manual_acks(true);
-        let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+        let (client, eventloop) = AsyncClient::new(opts, 1024);
         let metrics = Arc::new(MqttMetrics::default());
-        let filters: Vec<rumqttc::SubscribeFilter> = input_filters(topic_prefix)
-            .into_iter()
-            .map(|path| rumqttc::SubscribeFilter::new(path, QoS::AtLeastOnce))
-            .collect();
-        let filter = input_filters(topic_prefix).join(" ");
-        let (c, m) = (client.clone(), metrics.clone());
-        let task = tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        backoff = Duration::from_millis(100);
-                        m.connects.fetch_add(1, Ordering::Relaxed);
-                        m.connected.store(true, Ordering::Relaxed);
-                        m.subscribed.store(false, Ordering::Relaxed);
-                        tracing::info!(filter, "MQTT connected; subscribing");
-                        if c.try_subscribe_many(filters.clone()).is_ok() {
-                            m.subscriptions.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => m.subscribed.store(true, Ordering::Relaxed),
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        m.messages.fetch_add(1, Ordering::Relaxed);
-                        m.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
-                        let mut msg = Message { topic: p.topic.clone(), payload: p.payload.to_vec() };
-                        // Backpressure: wait (not polling) until the dataflow takes it.
-                        loop {
-                            match sender.try_send(msg) {
-                                Ok(()) => break,
-                                Err(Refused::Full(back)) => {
-                                    msg = back;
-                                    tokio::time::sleep(Duration::from_millis(2)).await;
-                                }
-                                Err(Refused::Stopped) => {
-                                    tracing::info!("live dataflow stopped; MQTT ingestion ends");
-                                    return;
-                                }
-                            }
-                        }
-                        // Taken by the dataflow: only now may the broker forget it.
-                        let _ = c.try_ack(&p);
-                    }
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
-                        m.connected.store(false, Ordering::Relaxed);
-                        m.subscribed.store(false, Ordering::Relaxed);
-                        return;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let was = m.connected.swap(false, Ordering::Relaxed);
-                        m.subscribed.store(false, Ordering::Relaxed);
-                        let n = m.errors.fetch_add(1, Ordering::Relaxed);
-                        if was || n.is_power_of_two() {
-                            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection error");
-                        }
-                        let jitter = 0.75 + rand::random::<f64>() * 0.5;
-                        tokio::time::sleep(backoff.mul_f64(jitter)).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-        });
-        Ok(MqttIngest { client, metrics, task })
+        let (hand_tx, hand_rx) = mpsc::channel::<(u64, Publish)>(HANDOFF);
+        let poller =
+            tokio::spawn(poll(eventloop, client.clone(), metrics.clone(), topic_prefix.to_string(), hand_tx));
+        let feeder = tokio::spawn(feed(hand_rx, client.clone(), metrics.clone(), sender, gate));
+        Ok(MqttIngest { client, metrics, poller, feeder })
     }
 
     /// The client's counters.
@@ -188,17 +172,164 @@ impl MqttIngest {
         self.metrics.clone()
     }
 
-    /// Disconnects and stops the task (unacknowledged messages stay with the broker).
+    /// Lets the messages already received reach the live driver (up to 2 s), then disconnects
+    /// and stops both tasks (unacknowledged messages stay with the broker).
     ///
-    /// When the broker cannot be reached the disconnect never completes: after 5 s the task is
-    /// stopped anyway, which also releases its handle on the live driver's queue (the driver's
-    /// shutdown waits for every sender to be gone).
+    /// When the broker cannot be reached the disconnect never completes: after 5 s the poller
+    /// is stopped anyway, which also lets the feeder end and release its handle on the live
+    /// driver's queue (the driver's shutdown waits for every sender to be gone).
     pub async fn shutdown(mut self) {
+        for _ in 0..100 {
+            if self.metrics.held.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let _ = self.client.try_disconnect();
-        if tokio::time::timeout(Duration::from_secs(5), &mut self.task).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.poller).await.is_err() {
             tracing::warn!("MQTT client did not stop within 5 s (broker unreachable?); stopping it");
-            self.task.abort();
-            let _ = (&mut self.task).await;
+            self.poller.abort();
+            let _ = (&mut self.poller).await;
+        }
+        // The poller is gone: the feeder ends once it has handed over what it holds (a closed
+        // gate or a stopped driver ends it at once: those messages stay with the broker).
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.feeder).await.is_err() {
+            self.feeder.abort();
+            let _ = (&mut self.feeder).await;
+        }
+    }
+}
+
+/// The poller: keeps the connection alive and hands publishes to the feeder.
+async fn poll(
+    mut eventloop: rumqttc::EventLoop,
+    client: AsyncClient,
+    m: Arc<MqttMetrics>,
+    topic_prefix: String,
+    hand_tx: mpsc::Sender<(u64, Publish)>,
+) {
+    let filters: Vec<rumqttc::SubscribeFilter> = input_filters(&topic_prefix)
+        .into_iter()
+        .map(|path| rumqttc::SubscribeFilter::new(path, QoS::AtLeastOnce))
+        .collect();
+    let filter = input_filters(&topic_prefix).join(" ");
+    let mut backoff = Duration::from_millis(100);
+    let mut warned_full = false;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(100);
+                m.epoch.fetch_add(1, Ordering::AcqRel);
+                m.connects.fetch_add(1, Ordering::Relaxed);
+                m.connected.store(true, Ordering::Relaxed);
+                m.subscribed.store(false, Ordering::Relaxed);
+                tracing::info!(filter, "MQTT connected; subscribing");
+                // Never awaited here: this task is the one that drains the request queue.
+                match client.try_subscribe_many(filters.clone()) {
+                    Ok(()) => {
+                        m.subscriptions.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot request the MQTT subscription"),
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => m.subscribed.store(true, Ordering::Relaxed),
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                m.messages.fetch_add(1, Ordering::Relaxed);
+                m.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+                m.held.fetch_add(1, Ordering::AcqRel);
+                let epoch = m.epoch.load(Ordering::Acquire);
+                match hand_tx.try_send((epoch, p)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(item)) => {
+                        if !warned_full {
+                            warned_full = true;
+                            tracing::warn!(
+                                handoff = HANDOFF,
+                                "the broker sends more unacknowledged messages than the hand-off holds \
+                                 (QoS 0, or a large in-flight window): polling waits"
+                            );
+                        }
+                        if hand_tx.send(item).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return, // the feeder has ended
+                }
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                m.connected.store(false, Ordering::Relaxed);
+                m.subscribed.store(false, Ordering::Relaxed);
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                m.epoch.fetch_add(1, Ordering::AcqRel);
+                let was = m.connected.swap(false, Ordering::Relaxed);
+                m.subscribed.store(false, Ordering::Relaxed);
+                let n = m.errors.fetch_add(1, Ordering::Relaxed);
+                if was || n.is_power_of_two() {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection error");
+                }
+                let jitter = 0.75 + rand::random::<f64>() * 0.5;
+                tokio::time::sleep(backoff.mul_f64(jitter)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// The feeder: hands messages to the live driver in order, waiting while the gate is closed or
+/// the driver's queue is full, and acknowledges each once taken.
+async fn feed(
+    mut hand_rx: mpsc::Receiver<(u64, Publish)>,
+    client: AsyncClient,
+    m: Arc<MqttMetrics>,
+    sender: LiveSender,
+    gate: Gate,
+) {
+    let mut ack_failing = false;
+    while let Some((epoch, p)) = hand_rx.recv().await {
+        let mut msg = Message { topic: p.topic.clone(), payload: p.payload.to_vec() };
+        loop {
+            if !gate() {
+                // An output is failing: take nothing (the broker keeps it) until it recovers.
+                if hand_rx.is_closed() {
+                    return; // shutting down: leave it with the broker
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            match sender.try_send(msg) {
+                Ok(()) => break,
+                Err(Refused::Full(back)) => {
+                    msg = back;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err(Refused::Stopped) => {
+                    tracing::info!("live dataflow stopped; MQTT ingestion ends");
+                    return;
+                }
+            }
+        }
+        m.held.fetch_sub(1, Ordering::AcqRel);
+        // Taken by the dataflow: only now may the broker forget it — on the connection it came
+        // by (a PubAck on a later connection could acknowledge another message).
+        let sent = if m.epoch.load(Ordering::Acquire) == epoch {
+            client.ack(&p).await.map_err(|e| e.to_string())
+        } else {
+            Err("the connection it arrived on is gone".to_string())
+        };
+        match sent {
+            Ok(()) => ack_failing = false,
+            Err(reason) if p.qos != QoS::AtMostOnce => {
+                m.ack_failures.fetch_add(1, Ordering::Relaxed);
+                if !ack_failing {
+                    ack_failing = true;
+                    tracing::warn!(%reason, topic = %p.topic,
+                        "MQTT acknowledgement not sent; the broker will redeliver (ingestion is idempotent)");
+                }
+            }
+            Err(_) => {}
         }
     }
 }

@@ -7,10 +7,23 @@
 //!   fed by the simulator)            ▼                                       ├─▶ InfluxDB (run, optional)
 //!                          DATA_DIR/dead-letters/                            └─▶ board ─▶ HTTP API, /ws/alerts
 //! ```
+//! The output consumer runs on its own thread (file and SQLite I/O never block the async
+//! runtime): it renders the dataflow's output, updates the board and the alert hub, and appends
+//! line protocol and alert transitions to their files. No output fails silently: every output
+//! reports to one [`OutputHealth`]; a failing one is logged once (path and reason), counted on
+//! `/metrics`, turns `/readyz` to 503, and pauses input (MQTT messages are no longer taken or
+//! acknowledged, so the broker keeps them; `POST /api/ingest` answers 503) until a periodic retry
+//! succeeds. The unwritten output waits in memory, bounded ([`MAX_UNWRITTEN_BYTES`] of files,
+//! [`MAX_UNSTORED_ALERTS`] transitions for the alert store); beyond it the consumer stops taking
+//! the dataflow's output, so the dataflow and then ingestion wait too. Nothing is lost.
+//!
 //! Shutdown (Ctrl-C or `--duration`) stops the simulator, lets in-flight messages arrive,
 //! disconnects from the broker, ends the dataflow (closing every open window), drains the
 //! outputs, flushes every file, gives InfluxDB a grace period (what is left stays spooled) and
-//! stops the HTTP server.
+//! stops the HTTP server. Every step is bounded in time, also with an output failing or the
+//! InfluxDB server gone, and what could not be delivered is said (log and stderr): the batches
+//! and lines left in the InfluxDB spool for the next start, file bytes not written, alert
+//! transitions not stored.
 
 use crate::alerts::AlertBook;
 use crate::api::{AppState, Board};
@@ -21,6 +34,7 @@ use crate::hub::Hub;
 use crate::live::{Live, LiveMetrics, LiveOptions};
 use crate::mqtt::{MqttIngest, MqttMetrics};
 use crate::sink::files::RotatingFile;
+use crate::sink::health::OutputHealth;
 use crate::sink::influx::{InfluxMetrics, InfluxSink};
 use anyhow::{Context, Result};
 use citybrain_dataflows::event::{Reason, Rejected};
@@ -28,10 +42,21 @@ use citybrain_dataflows::pipeline::Out;
 use citybrain_dataflows::pseudonym::Pseudonymizer;
 use citybrain_dataflows::{CityModel, Ms};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
+
+/// Output bytes (line protocol and alert transitions) kept in memory while their files cannot be
+/// written; beyond this the output consumer stops taking the dataflow's output.
+pub const MAX_UNWRITTEN_BYTES: u64 = 64 << 20;
+/// Alert transitions kept for the alert store while it cannot be written; beyond this the output
+/// consumer stops taking the dataflow's output.
+pub const MAX_UNSTORED_ALERTS: u64 = 100_000;
+/// How often a failed output write is retried.
+const RETRY: Duration = Duration::from_secs(1);
+/// How long shutdown keeps retrying failed output writes before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// What to run.
 pub struct ServiceOptions {
@@ -64,6 +89,14 @@ pub struct ServiceReport {
     pub points: u64,
     /// Alert transitions published by the hub.
     pub alert_transitions: u64,
+    /// Line-protocol lines left in the InfluxDB spool for the next start.
+    pub influx_unsent_lines: u64,
+    /// Batches left in the InfluxDB spool for the next start.
+    pub influx_unsent_batches: u64,
+    /// Output file bytes (line protocol, alerts.jsonl) that could not be written.
+    pub unwritten_bytes: u64,
+    /// Alert transitions that could not be stored.
+    pub unstored_transitions: u64,
 }
 
 /// The tokens `demo` makes for itself (CONTRACT §5).
@@ -119,13 +152,59 @@ fn wall_ms() -> Ms {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Ms).unwrap_or(0)
 }
 
-/// Keeps a rejected element in the dead-letter store (flushed at once: rejections are rare, and
-/// a dead letter should survive a crash).
-fn record_dead(store: &Mutex<DeadLetterStore>, topic: &str, raw: &[u8], why: &Rejected) {
-    if let Ok(mut d) = store.lock()
-        && let Err(e) = d.record(topic, raw, why, wall_ms()).and_then(|()| d.flush())
-    {
-        tracing::error!(error = %e, "cannot write the dead-letter store");
+/// The dead-letter store and the health it reports to.
+struct DeadLetters {
+    store: Mutex<DeadLetterStore>,
+    health: Arc<OutputHealth>,
+}
+
+impl DeadLetters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DeadLetterStore> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps a rejected element (flushed at once: rejections are rare, and a dead letter should
+    /// survive a crash).
+    fn record(&self, topic: &str, raw: &[u8], why: &Rejected) {
+        let mut d = self.lock();
+        let kept = d.record(topic, raw, why, wall_ms());
+        Self::flush_locked(&mut d, &self.health);
+        if let Err(e) = kept {
+            tracing::debug!(error = %e, "dead letter not kept");
+        }
+    }
+
+    /// Writes what is buffered (the output consumer retries this periodically).
+    fn flush(&self) {
+        Self::flush_locked(&mut self.lock(), &self.health);
+    }
+
+    fn flush_locked(d: &mut DeadLetterStore, health: &OutputHealth) {
+        match d.flush() {
+            Ok(()) => health.ok("dead_letters"),
+            Err(e) => health.failed("dead_letters", &d.dir().display().to_string(), &format!("{e:#}")),
+        }
+    }
+}
+
+/// A file output of the consumer: its name (for health and metrics) and its files.
+struct FileOutput {
+    name: &'static str,
+    file: RotatingFile,
+}
+
+impl FileOutput {
+    /// Writes what is queued; reports the outcome.
+    fn flush(&mut self, health: &OutputHealth) {
+        if self.file.pending_bytes() == 0 {
+            return;
+        }
+        match self.file.flush() {
+            Ok(()) => health.ok(self.name),
+            Err(e) => {
+                health.failed(self.name, &self.file.current_path().display().to_string(), &format!("{e:#}"))
+            }
+        }
     }
 }
 
@@ -140,25 +219,33 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
 
     // Outputs.
-    let mut lp_files = RotatingFile::open(&data_dir.join("lp"), "citybrain", "lp", 256 << 20, None)?;
-    let mut alert_file = RotatingFile::open(&data_dir.join("alerts"), "alerts", "jsonl", 64 << 20, None)?;
+    let health = Arc::new(OutputHealth::default());
+    let mut lp_files = FileOutput {
+        name: "line_protocol",
+        file: RotatingFile::open(&data_dir.join("lp"), "citybrain", "lp", 256 << 20, None)?,
+    };
+    let mut alert_file = FileOutput {
+        name: "alerts_jsonl",
+        file: RotatingFile::open(&data_dir.join("alerts"), "alerts", "jsonl", 64 << 20, None)?,
+    };
     let pseudonyms = Pseudonymizer::new(s.pseudonym_key.clone());
-    let dead = Arc::new(Mutex::new(DeadLetterStore::open(
+    let dead_store = Mutex::new(DeadLetterStore::open(
         &data_dir.join("dead-letters"),
         16 << 20,
         16,
         pseudonyms,
         &s.topic_prefix,
-    )?));
+    )?);
+    let dead = Arc::new(DeadLetters { store: dead_store, health: health.clone() });
     let influx = match &s.influxdb {
         Some(cfg) => {
             let dead = dead.clone();
             let hook: crate::sink::influx::RejectHook = Box::new(move |batch: &str, reason: &str| {
                 let rej =
                     Rejected::new(Reason::InvalidValue, format!("InfluxDB refused the batch: {reason}"));
-                record_dead(&dead, "influxdb/write", batch.as_bytes(), &rej);
+                dead.record("influxdb/write", batch.as_bytes(), &rej);
             });
-            Some(InfluxSink::start(cfg.clone(), &data_dir, hook)?)
+            Some(InfluxSink::start(cfg.clone(), &data_dir, hook, health.clone())?)
         }
         None => None,
     };
@@ -173,10 +260,12 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     if tokens.is_empty() {
         tracing::warn!("no [[auth.tokens]] configured: every protected route answers 401");
     }
-    let hub =
-        Arc::new(Hub::open(Some(&data_dir.join("alerts.db")), &s.alerts.hub_options()).with_context(
-            || format!("cannot open the alert store {}", data_dir.join("alerts.db").display()),
-        )?);
+    let hub = Arc::new(
+        Hub::open_reporting(Some(&data_dir.join("alerts.db")), &s.alerts.hub_options(), health.clone())
+            .with_context(|| {
+                format!("cannot open the alert store {}", data_dir.join("alerts.db").display())
+            })?,
+    );
     let hub_metrics = hub.metrics();
     // The consumer's queue (files, InfluxDB) starts with nothing to catch up on: `alert` points
     // of alerts restored from the store were written when they happened.
@@ -187,7 +276,7 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     });
 
     // The dataflow.
-    let (out_tx, mut out_rx) = mpsc::channel::<(Ms, Vec<(Out, isize)>)>(64);
+    let (out_tx, out_rx) = crossbeam_channel::bounded::<(Ms, Vec<(Out, isize)>)>(64);
     let speed = opts.demo.as_ref().map(|d| d.speed).unwrap_or(1.0);
     let live_opts = LiveOptions {
         workers: s.live.workers,
@@ -203,9 +292,9 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
         cfg.clone(),
         live_opts,
         Arc::new(move |t, records| {
-            let _ = out_tx.blocking_send((t, records));
+            let _ = out_tx.send((t, records));
         }),
-        Arc::new(move |topic: &str, raw: &[u8], rej| record_dead(&dl, topic, raw, rej)),
+        Arc::new(move |topic: &str, raw: &[u8], rej| dl.record(topic, raw, rej)),
     )?;
     let live_metrics = live.metrics();
 
@@ -213,35 +302,38 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     let board = Arc::new(RwLock::new(Board::new(city.clone(), cfg.clone())));
     let (version_tx, version_rx) = watch::channel(0u64);
     let points = Arc::new(AtomicU64::new(0));
+    // Set when shutdown begins: the consumer then takes everything, whatever the bounds.
+    let closing = Arc::new(AtomicBool::new(false));
     let consumer = {
-        let (board, hub, city, cfg, points) =
-            (board.clone(), hub.clone(), city.clone(), cfg.clone(), points.clone());
+        let (board, hub, city, cfg, points, health, dead, closing) = (
+            board.clone(),
+            hub.clone(),
+            city.clone(),
+            cfg.clone(),
+            points.clone(),
+            health.clone(),
+            dead.clone(),
+            closing.clone(),
+        );
         let mut outlet_rx = outlet_rx;
-        // Line protocol for InfluxDB goes through its own task, so a slow server only slows that.
-        let (lp_tx, influx_task) = match influx {
-            Some(sink) => {
-                let (tx, mut rx) = mpsc::channel::<String>(16);
-                let task = tokio::spawn(async move {
-                    while let Some(chunk) = rx.recv().await {
-                        if sink.write(chunk).await.is_err() {
-                            break;
-                        }
-                    }
-                    sink.shutdown(Duration::from_secs(10)).await
-                });
-                (Some(tx), Some(task))
-            }
-            None => (None, None),
-        };
-        tokio::spawn(async move {
+        // Line protocol for InfluxDB goes through the sink's own task (a slow server only slows
+        // that; a full spool makes this thread wait, which is the backpressure).
+        let lp_tx = influx.as_ref().map(InfluxSink::chunks);
+        std::thread::Builder::new().name("output".into()).spawn(move || {
             let mut book = AlertBook::default();
             let mut open = true;
+            let mut last_retry = Instant::now();
             while open {
+                let behind = lp_files.file.pending_bytes() + alert_file.file.pending_bytes() > MAX_UNWRITTEN_BYTES
+                    || hub.store_backlog() > MAX_UNSTORED_ALERTS;
                 let mut buf = String::new();
                 let mut published = Vec::new();
-                tokio::select! {
-                    batch = out_rx.recv() => match batch {
-                        Some((t, mut records)) => {
+                if behind && !closing.load(Ordering::Acquire) {
+                    // Bounded memory: take nothing new until the failing output catches up.
+                    hub.wait_store_below(MAX_UNSTORED_ALERTS, Duration::from_millis(200));
+                } else {
+                    match out_rx.recv_timeout(Duration::from_millis(200)) {
+                        Ok((t, mut records)) => {
                             let (n, raw) = book.render(t, &mut records, &city, &cfg, &mut buf);
                             points.fetch_add(n, Ordering::Relaxed);
                             if n > 0 {
@@ -250,12 +342,12 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
                             }
                             hub.apply(t, raw);
                         }
-                        None => open = false, // the dataflow has ended
-                    },
-                    // Between batches: acknowledgements.
-                    Some(p) = outlet_rx.recv() => published.push(p),
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => open = false,
+                    }
                 }
-                // Everything the hub published since, in order: `alert` points and alerts.jsonl.
+                // Everything the hub published since (also acknowledgements), in order:
+                // `alert` points and alerts.jsonl.
                 while let Ok(p) = outlet_rx.try_recv() {
                     published.push(p);
                 }
@@ -266,24 +358,44 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
                     alerts_json.push('\n');
                 }
                 points.fetch_add(published.len() as u64, Ordering::Relaxed);
-                if !buf.is_empty() {
-                    lp_files.write(buf.as_bytes())?;
-                    lp_files.flush()?;
+                // A failing file is retried once per RETRY, a working one written at once.
+                let retry_due = last_retry.elapsed() >= RETRY;
+                for (out, bytes) in [(&mut lp_files, buf.as_bytes()), (&mut alert_file, alerts_json.as_bytes())] {
+                    let failing = out.file.pending_bytes() > 0;
+                    out.file.write(bytes);
+                    if !failing || retry_due {
+                        out.flush(&health);
+                    }
                 }
-                if !alerts_json.is_empty() {
-                    alert_file.write(alerts_json.as_bytes())?;
-                    alert_file.flush()?;
+                if retry_due {
+                    last_retry = Instant::now();
+                    dead.flush();
                 }
                 if let Some(tx) = lp_tx.as_ref().filter(|_| !buf.is_empty()) {
-                    let _ = tx.send(buf).await;
+                    let _ = tx.blocking_send(buf);
                 }
             }
             drop(lp_tx);
-            if let Some(t) = influx_task {
-                t.await.context("InfluxDB sink task")??;
+            // The dataflow has ended: keep retrying what is unwritten for a while, then say.
+            let deadline = Instant::now() + SHUTDOWN_GRACE;
+            loop {
+                lp_files.flush(&health);
+                alert_file.flush(&health);
+                dead.flush();
+                let left = lp_files.file.pending_bytes() + alert_file.file.pending_bytes();
+                if left == 0 || Instant::now() >= deadline {
+                    for out in [&lp_files, &alert_file] {
+                        let n = out.file.pending_bytes();
+                        if n > 0 {
+                            tracing::error!(output = out.name, path = %out.file.current_path().display(), bytes = n,
+                                "output still failing at shutdown; these bytes are not written");
+                        }
+                    }
+                    break left;
+                }
+                std::thread::sleep(Duration::from_millis(250));
             }
-            anyhow::Ok(())
-        })
+        })?
     };
 
     // Demo: the embedded broker.
@@ -291,7 +403,11 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     if opts.demo.is_some() {
         crate::broker::start_embedded(mqtt_cfg.port)?;
     }
-    let ingest = MqttIngest::start(&mqtt_cfg, &s.topic_prefix, live.sender())?;
+    let gate = {
+        let h = health.clone();
+        Arc::new(move || h.healthy())
+    };
+    let ingest = MqttIngest::start_gated(&mqtt_cfg, &s.topic_prefix, live.sender(), gate)?;
     let http_ingest: crate::api::IngestGate = Arc::new(Mutex::new(Some(live.sender())));
     let mqtt_metrics = ingest.metrics();
 
@@ -315,19 +431,40 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
         ingest: http_ingest.clone(),
         reject: {
             let dl = dead.clone();
-            Arc::new(move |topic: &str, raw: &[u8], rej: &Rejected| record_dead(&dl, topic, raw, rej))
+            Arc::new(move |topic: &str, raw: &[u8], rej: &Rejected| dl.record(topic, raw, rej))
         },
         ws_slots: Arc::new(tokio::sync::Semaphore::new(s.http.max_ws_connections)),
         ready: {
-            let m = mqtt_metrics.clone();
-            Arc::new(move || m.subscribed.load(Ordering::Relaxed))
+            let (m, h) = (mqtt_metrics.clone(), health.clone());
+            Arc::new(move || {
+                let failing = h.failing();
+                if !failing.is_empty() {
+                    Err(format!("output failing (input paused): {}", failing.join("; ")))
+                } else if !m.subscribed.load(Ordering::Relaxed) {
+                    Err("not subscribed to the MQTT broker".into())
+                } else {
+                    Ok(())
+                }
+            })
+        },
+        accepting: {
+            let h = health.clone();
+            Arc::new(move || {
+                let failing = h.failing();
+                if failing.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("output failing (input paused): {}", failing.join("; ")))
+                }
+            })
         },
         metrics: Arc::new(render_metrics(Stages {
             live: live_metrics.clone(),
             mqtt: mqtt_metrics.clone(),
             influx: influx_metrics,
             dead: dead.clone(),
-            hub: hub_metrics.clone(),
+            health: health.clone(),
+            hub: hub.clone(),
             outlet: mqtt_outlet.as_ref().map(|(m, _)| m.clone()),
         })),
     };
@@ -381,7 +518,11 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
         }
     }
 
-    // Orderly shutdown: nothing accepted is lost.
+    // Orderly shutdown: nothing accepted is lost, and nothing waits for ever.
+    closing.store(true, Ordering::Release);
+    if let Some(sink) = &influx {
+        sink.closing();
+    }
     let _ = stop_tx.send(true);
     if let Some(sim) = simulator {
         match sim.await {
@@ -403,7 +544,18 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     ingest.shutdown().await;
     http_ingest.lock().unwrap_or_else(|p| p.into_inner()).take();
     tokio::task::spawn_blocking(move || live.shutdown()).await.context("dataflow shutdown")??;
-    consumer.await.context("output consumer")??;
+    let unwritten = tokio::task::spawn_blocking(move || consumer.join())
+        .await
+        .context("output consumer")?
+        .map_err(|_| anyhow::anyhow!("the output consumer failed"))?;
+    let unsent = match influx {
+        Some(sink) => Some(sink.shutdown(Duration::from_secs(10)).await?),
+        None => None,
+    };
+    let unstored = {
+        let hub = hub.clone();
+        tokio::task::spawn_blocking(move || hub.flush_store(SHUTDOWN_GRACE)).await.unwrap_or(0)
+    };
     let transitions = hub_metrics.transitions.load(Ordering::Relaxed);
     // Websocket clients hold the server open: give them 5 s, then close it.
     let _ = http_stop_tx.send(true);
@@ -416,8 +568,23 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     if let Some((_, task)) = mqtt_outlet {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
-    if let Ok(mut d) = dead.lock() {
-        let _ = d.flush();
+    dead.flush();
+    // Say what is left undelivered.
+    if let Some(u) = &unsent
+        && u.batches > 0
+    {
+        eprintln!(
+            "citybrain: InfluxDB: {} batches / {} lines remain in the spool {} for the next start",
+            u.batches,
+            u.lines,
+            u.dir.display()
+        );
+    }
+    if unwritten > 0 {
+        eprintln!("citybrain: {unwritten} bytes of output could not be written (see the log for the paths)");
+    }
+    if unstored > 0 {
+        eprintln!("citybrain: {unstored} alert transitions could not be stored in the alert store");
     }
     Ok(ServiceReport {
         messages: mqtt_metrics.messages.load(Ordering::Relaxed),
@@ -425,6 +592,10 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
         rejected: live_metrics.rejected.load(Ordering::Relaxed),
         points: points.load(Ordering::Relaxed),
         alert_transitions: transitions,
+        influx_unsent_lines: unsent.as_ref().map_or(0, |u| u.lines),
+        influx_unsent_batches: unsent.as_ref().map_or(0, |u| u.batches),
+        unwritten_bytes: unwritten,
+        unstored_transitions: unstored,
     })
 }
 
@@ -433,14 +604,16 @@ struct Stages {
     live: Arc<LiveMetrics>,
     mqtt: Arc<MqttMetrics>,
     influx: Option<Arc<InfluxMetrics>>,
-    dead: Arc<Mutex<DeadLetterStore>>,
-    hub: Arc<crate::hub::HubMetrics>,
+    dead: Arc<DeadLetters>,
+    health: Arc<OutputHealth>,
+    hub: Arc<Hub>,
     outlet: Option<Arc<crate::hub::outlet::OutletMetrics>>,
 }
 
 /// Renders `/metrics` (Prometheus text exposition format) from the stages' counters.
 fn render_metrics(st: Stages) -> impl Fn() -> String + Send + Sync {
-    let Stages { live, mqtt, influx, dead, hub, outlet } = st;
+    let Stages { live, mqtt, influx, dead, health, hub: the_hub, outlet } = st;
+    let hub = the_hub.metrics();
     move || {
         use std::fmt::Write;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -452,6 +625,18 @@ fn render_metrics(st: Stages) -> impl Fn() -> String + Send + Sync {
             ("citybrain_mqtt_bytes_total", "counter", "MQTT payload bytes received.", g(&mqtt.bytes)),
             ("citybrain_mqtt_connects_total", "counter", "MQTT connections established.", g(&mqtt.connects)),
             ("citybrain_mqtt_errors_total", "counter", "MQTT connection errors.", g(&mqtt.errors)),
+            (
+                "citybrain_mqtt_ack_failures_total",
+                "counter",
+                "MQTT acknowledgements that could not be sent (the broker redelivers those messages).",
+                g(&mqtt.ack_failures),
+            ),
+            (
+                "citybrain_mqtt_held",
+                "gauge",
+                "MQTT messages received and not yet taken by the dataflow (input paused or backpressured).",
+                g(&mqtt.held),
+            ),
             (
                 "citybrain_mqtt_connected",
                 "gauge",
@@ -505,6 +690,18 @@ fn render_metrics(st: Stages) -> impl Fn() -> String + Send + Sync {
                 g(&hub.store_errors),
             ),
             ("citybrain_alerts_active", "gauge", "Active alerts.", g(&hub.active)),
+            (
+                "citybrain_alert_store_backlog",
+                "gauge",
+                "Alert transitions published and not yet stored.",
+                the_hub.store_backlog(),
+            ),
+            (
+                "citybrain_dead_letters_unstored_total",
+                "counter",
+                "Dead letters counted but not kept (their store failed for too long).",
+                dead.lock().unstored(),
+            ),
         ];
         if let Some(o) = &outlet {
             plain.extend([
@@ -538,6 +735,24 @@ fn render_metrics(st: Stages) -> impl Fn() -> String + Send + Sync {
                     g(&i.write_failures),
                 ),
                 ("citybrain_influx_spool_bytes", "gauge", "Bytes waiting in the spool.", g(&i.spool_bytes)),
+                (
+                    "citybrain_influx_spool_batches",
+                    "gauge",
+                    "Batches waiting in the spool.",
+                    g(&i.spool_batches),
+                ),
+                (
+                    "citybrain_influx_unspooled_batches",
+                    "gauge",
+                    "Batches waiting in memory because the spool cannot be written.",
+                    g(&i.memory_batches),
+                ),
+                (
+                    "citybrain_influx_spool_quarantined_total",
+                    "counter",
+                    "Unreadable spool files renamed to *.corrupt and skipped.",
+                    g(&i.quarantined),
+                ),
             ]);
         }
         let mut out = String::new();
@@ -546,9 +761,10 @@ fn render_metrics(st: Stages) -> impl Fn() -> String + Send + Sync {
         }
         let name = "citybrain_ingest_rejected_total";
         let _ = writeln!(out, "# HELP {name} Elements dead-lettered, by reason.\n# TYPE {name} counter");
-        for (reason, n) in dead.lock().map(|d| d.counts()).unwrap_or_default() {
+        for (reason, n) in dead.lock().counts() {
             let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
         }
+        health.render(&mut out);
         out
     }
 }

@@ -541,3 +541,62 @@ async fn a_client_that_falls_behind_is_told_and_resent_a_snapshot_and_heartbeats
     ops.send(json!({"type": "ping"}).to_string().into()).await.unwrap();
     assert_eq!(next(&mut ops).await, json!({"type": "pong", "seq": 1001}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_alert_store_pauses_input_and_recovers_without_losing_a_transition() {
+    use citybrain::sink::health::OutputHealth;
+    let dir = common::scratch("api-store-locked");
+    let db = dir.join("alerts.db");
+    let (k, tokens) = keys();
+    let health = Arc::new(OutputHealth::default());
+    let cfg = AlertsConfig { hold_down_s: 0, escalate_after_s: 0, ..AlertsConfig::default() };
+    let hub = Arc::new(Hub::open_reporting(Some(&db), &cfg.hub_options(), health.clone()).unwrap());
+    let mut state = standalone(hub.clone(), tokens, HttpConfig::default());
+    let h = health.clone();
+    state.ready = Arc::new(move || if h.healthy() { Ok(()) } else { Err(h.failing().join("; ")) });
+    let h = health.clone();
+    state.accepting = Arc::new(move || if h.healthy() { Ok(()) } else { Err(h.failing().join("; ")) });
+    let port = serve(state).await;
+    hub.apply(T0, many(3));
+    assert_eq!(hub.flush_store(Duration::from_secs(5)), 0);
+
+    // Another process (a backup, say) holds the database's write lock.
+    let other = rusqlite::Connection::open(&db).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let mut ops = ws(port, "/ws/alerts", &k.ops).await;
+    assert_eq!(next(&mut ops).await["type"], "snapshot");
+    let started = std::time::Instant::now();
+    hub.apply(T0 + MIN, vec![raw("m0000", Some("c1"), AlertState::Cleared, T0, Some(T0 + MIN))]);
+    hub.apply(T0 + 2 * MIN, vec![raw("late", Some("c1"), AlertState::Raised, T0 + 2 * MIN, None)]);
+    // The hub does not wait for the disk: the transitions are out at once.
+    assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+    assert_eq!(next(&mut ops).await["alert"]["id"], "m0000");
+    assert_eq!(next(&mut ops).await["alert"]["id"], "late");
+    assert_eq!(ids(&call("GET", port, "/api/alerts", Some(&k.ops), None).await.1).len(), 3);
+    // The failed commit is reported: not ready, HTTP ingest refused, counted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while health.healthy() {
+        assert!(std::time::Instant::now() < deadline, "the store failure was not reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (st, body) = call("GET", port, "/readyz", None, None).await;
+    assert_eq!(st, 503);
+    assert!(
+        body.as_str().unwrap().contains("alert_store") && body.as_str().unwrap().contains("alerts.db"),
+        "{body}"
+    );
+    let (st, _) =
+        call("POST", port, "/api/ingest/city/traffic/detector/k1", Some(&k.ingest), Some(json!({}))).await;
+    assert_eq!(st, 503);
+    assert!(hub.metrics().store_errors.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert_eq!(hub.store_backlog(), 2);
+
+    // The lock goes: the retry stores both, in order, and readiness returns.
+    other.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(hub.flush_store(Duration::from_secs(10)), 0);
+    assert!(health.healthy());
+    assert_eq!(call("GET", port, "/readyz", None, None).await.0, 200);
+    let (_, hist) = call("GET", port, "/api/alerts?state=all", Some(&k.ops), None).await;
+    let seqs: Vec<u64> = hist.as_array().unwrap().iter().map(|t| t["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+}

@@ -1,7 +1,9 @@
 //! The InfluxDB v2 sink against a real InfluxDB-v2-API server: VictoriaMetrics (Debian's
 //! `victoria-metrics`, installed by `scripts/test`), started here on a free loopback port.
 
+use citybrain::sink::health::OutputHealth;
 use citybrain::sink::influx::{InfluxConfig, InfluxSink};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,7 +64,7 @@ async fn points_reach_the_server() {
     let vm = Vm::start(free_port(), &[]);
     let dir = scratch("ok");
     let (rejected, hook) = recorder();
-    let sink = InfluxSink::start(config(vm.url(), &dir), &dir, hook).unwrap();
+    let sink = InfluxSink::start(config(vm.url(), &dir), &dir, hook, Arc::default()).unwrap();
     for chunk in chunks(12_000, 700) {
         sink.write(chunk).await.unwrap();
     }
@@ -81,7 +83,9 @@ async fn an_outage_is_spooled_and_drained_without_loss() {
     let dir = scratch("outage");
     let (rejected, hook) = recorder();
     // Nothing listens yet: every batch fails and goes to the spool.
-    let sink = InfluxSink::start(config(format!("http://127.0.0.1:{port}"), &dir), &dir, hook).unwrap();
+    let sink =
+        InfluxSink::start(config(format!("http://127.0.0.1:{port}"), &dir), &dir, hook, Arc::default())
+            .unwrap();
     let metrics = sink.metrics();
     for chunk in chunks(5_000, 500) {
         sink.write(chunk).await.unwrap();
@@ -117,7 +121,7 @@ async fn a_refused_token_keeps_the_data_and_the_spool_survives_a_restart() {
     let dir = scratch("auth");
     let (rejected, hook) = recorder();
     let cfg = InfluxConfig { token: "wrong".into(), ..config(vm.url(), &dir) };
-    let sink = InfluxSink::start(cfg, &dir, hook).unwrap();
+    let sink = InfluxSink::start(cfg, &dir, hook, Arc::default()).unwrap();
     let metrics = sink.metrics();
     for chunk in chunks(2_000, 1_000) {
         sink.write(chunk).await.unwrap();
@@ -131,7 +135,7 @@ async fn a_refused_token_keeps_the_data_and_the_spool_survives_a_restart() {
     // Restarted against a server that accepts it, the sink drains the old spool first.
     let vm = Vm::start(free_port(), &[]);
     let (_, hook) = recorder();
-    let sink = InfluxSink::start(config(vm.url(), &dir), &dir, hook).unwrap();
+    let sink = InfluxSink::start(config(vm.url(), &dir), &dir, hook, Arc::default()).unwrap();
     let metrics = sink.metrics();
     sink.shutdown(Duration::from_secs(20)).await.unwrap();
     assert_eq!(metrics.lines_written.load(std::sync::atomic::Ordering::Relaxed), 2_000);
@@ -183,7 +187,9 @@ async fn bad_data_is_dead_lettered_with_the_servers_reason() {
     });
     let dir = scratch("bad");
     let (rejected, hook) = recorder();
-    let sink = InfluxSink::start(config(format!("http://127.0.0.1:{port}"), &dir), &dir, hook).unwrap();
+    let sink =
+        InfluxSink::start(config(format!("http://127.0.0.1:{port}"), &dir), &dir, hook, Arc::default())
+            .unwrap();
     let metrics = sink.metrics();
     for chunk in chunks(1_500, 1_500) {
         sink.write(chunk).await.unwrap();
@@ -198,4 +204,129 @@ async fn bad_data_is_dead_lettered_with_the_servers_reason() {
         0,
         "refused data is not retried"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_spool_file_is_quarantined_and_the_rest_drains() {
+    let vm = Vm::start(free_port(), &[]);
+    let dir = scratch("corrupt");
+    let spool = dir.join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let all = chunks(3_000, 1_000);
+    std::fs::write(spool.join("000000000000.lp"), &all[0]).unwrap();
+    std::fs::write(spool.join("000000000001.lp"), b"\xff\xfe\x00 not line protocol").unwrap();
+    std::fs::write(spool.join("000000000002.lp"), &all[1]).unwrap();
+    std::fs::create_dir(spool.join("000000000003.lp")).unwrap(); // not even a file
+    std::fs::write(spool.join("000000000004.lp"), &all[2]).unwrap();
+    let (rejected, hook) = recorder();
+    let sink = InfluxSink::start(config(vm.url(), &dir), &dir, hook, Arc::default()).unwrap();
+    let metrics = sink.metrics();
+    let unsent = sink.shutdown(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(metrics.quarantined.load(Relaxed), 2);
+    assert_eq!(metrics.lines_written.load(Relaxed), 3_000);
+    assert_eq!((unsent.batches, unsent.lines), (0, 0));
+    assert!(rejected.lock().unwrap().is_empty());
+    assert!(spool.join("000000000001.lp.corrupt").is_file());
+    assert!(spool.join("000000000003.lp.corrupt").is_dir());
+    assert_eq!(vm.samples("traffic_detector_count", 3_000).await, 3_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_spool_keeps_batches_in_memory_until_it_recovers() {
+    let port = free_port();
+    let dir = scratch("spool-full");
+    let spool = dir.join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    // The server is down and the spool's disk is full: the first spool file goes to /dev/full.
+    std::os::unix::fs::symlink("/dev/full", spool.join("000000000000.tmp")).unwrap();
+    let health = Arc::new(OutputHealth::default());
+    let (_, hook) = recorder();
+    let sink =
+        InfluxSink::start(config(format!("http://127.0.0.1:{port}"), &dir), &dir, hook, health.clone())
+            .unwrap();
+    let metrics = sink.metrics();
+    for chunk in chunks(3_000, 1_000) {
+        sink.write(chunk).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metrics.memory_batches.load(Relaxed) < 3 {
+        assert!(Instant::now() < deadline, "batches were not kept in memory");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let failing = health.failing();
+    assert!(
+        failing.len() == 1
+            && failing[0].starts_with("influxdb_spool")
+            && failing[0].contains("No space left"),
+        "{failing:?}"
+    );
+    // Space again: the memory goes to the spool; the server comes back: everything arrives.
+    std::fs::remove_file(spool.join("000000000000.tmp")).unwrap();
+    while metrics.spool_batches.load(Relaxed) < 3 {
+        assert!(Instant::now() < deadline, "the memory did not reach the spool");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(health.healthy());
+    assert_eq!(metrics.memory_batches.load(Relaxed), 0);
+    let vm = Vm::start(port, &[]);
+    let unsent = sink.shutdown(Duration::from_secs(20)).await.unwrap();
+    assert_eq!((unsent.batches, unsent.lines, unsent.lost_lines), (0, 0, 0));
+    assert_eq!(metrics.lines_written.load(Relaxed), 3_000);
+    assert_eq!(vm.samples("traffic_detector_count", 3_000).await, 3_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_bounded_with_a_full_spool_and_the_server_gone_and_says_what_is_left() {
+    let vm = Vm::start(free_port(), &[]);
+    let dir = scratch("full-shutdown");
+    let health = Arc::new(OutputHealth::default());
+    let (_, hook) = recorder();
+    let cfg = InfluxConfig { spool_max_mb: 1, ..config(vm.url(), &dir) };
+    let sink = InfluxSink::start(cfg, &dir, hook, health.clone()).unwrap();
+    let metrics = sink.metrics();
+    for chunk in chunks(2_000, 1_000) {
+        sink.write(chunk).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metrics.lines_written.load(Relaxed) < 2_000 {
+        assert!(Instant::now() < deadline, "the first lines were not written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // VictoriaMetrics stops; a producer writes until the 1 MB spool is full and it has to wait.
+    drop(vm);
+    let total: usize = 40_000;
+    let tx = sink.chunks();
+    let producer = tokio::spawn(async move {
+        for chunk in chunks(total, 1_000) {
+            tx.send(chunk).await.unwrap();
+        }
+    });
+    while health.healthy() {
+        assert!(Instant::now() < deadline, "a full spool was not reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(health.failing()[0].starts_with("influxdb "), "{:?}", health.failing());
+    assert!(!producer.is_finished(), "the producer waits while the spool is full");
+    // Shutdown begins: the producer is released at once, and shutdown ends within its grace.
+    let started = Instant::now();
+    sink.closing();
+    tokio::time::timeout(Duration::from_secs(10), producer)
+        .await
+        .expect("the producer was released")
+        .unwrap();
+    let unsent = sink.shutdown(Duration::from_secs(2)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "shutdown took {:?}", started.elapsed());
+    let written = metrics.lines_written.load(Relaxed);
+    assert_eq!(written, 2_000);
+    assert_eq!(unsent.lines, total as u64, "{unsent:?}");
+    assert_eq!(unsent.lost_lines, 0);
+    let on_disk = std::fs::read_dir(dir.join("spool")).unwrap().count() as u64;
+    assert_eq!(unsent.batches, on_disk);
+    // The next start drains it (a new server here).
+    let vm = Vm::start(free_port(), &[]);
+    let (_, hook) = recorder();
+    let sink = InfluxSink::start(config(vm.url(), &dir), &dir, hook, Arc::default()).unwrap();
+    let metrics = sink.metrics();
+    assert_eq!(sink.shutdown(Duration::from_secs(30)).await.unwrap().batches, 0);
+    assert_eq!(metrics.lines_written.load(Relaxed), total as u64);
 }

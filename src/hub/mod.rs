@@ -7,9 +7,17 @@
 //! city clock ───────────────  escalation)       └─▶ outlet queue ─▶ MQTT city/alerts/{domain}/{cell}
 //! ```
 //!
-//! Every transition gets the next sequence number and is stored and sent *under one lock*, so
-//! all outlets see the same order, and a websocket client that takes its snapshot and subscribes
-//! under that lock ([`Hub::subscribe`]) misses nothing and sees nothing twice. The broadcast
+//! Every transition gets the next sequence number and is queued for the store and sent *under
+//! one lock*, so all outlets and the store see the same order, and a websocket client that takes
+//! its snapshot and subscribes under that lock ([`Hub::subscribe`]) misses nothing and sees
+//! nothing twice. The SQLite commit itself happens *outside* the lock, on the store's own thread
+//! ([`store`]), which commits the queued batches strictly in that order: a slow or failing disk
+//! never holds up acknowledgements, websockets or the dataflow's output. A failed commit is
+//! counted (`store_errors`), reported to the service's [`OutputHealth`] (logged once with the
+//! path and reason; input pauses, `/readyz` 503) and retried every second with everything queued
+//! behind it, so a recovery loses no transition. The queue's length is [`Hub::store_backlog`];
+//! the service's output consumer waits while it is too long (bounded memory), an acknowledgement
+//! waits (briefly) until it is stored, and a history read first lets the store catch up. The broadcast
 //! channel is sized for bursts (`alerts.broadcast_capacity`); a client that still falls behind
 //! is told and re-sent a snapshot by the API. The outlet queues are unbounded but drained by
 //! tasks that never wait on the network (see [`outlet`]), so they stay short.
@@ -21,12 +29,14 @@ pub mod outlet;
 pub mod store;
 
 use crate::alerts::{Alert, AlertState};
+use crate::sink::health::OutputHealth;
 use citybrain_dataflows::Ms;
 use lifecycle::{AckError, Lifecycle, Policy};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use store::{HistoryQuery, Store, StoreError, StoredTransition};
 use tokio::sync::{broadcast, mpsc};
 
@@ -157,11 +167,65 @@ pub enum HubError {
 
 struct Inner {
     life: Lifecycle,
-    store: Option<Store>,
+    /// The store thread's queue (`None`: memory only).
+    store: Option<std::sync::mpsc::Sender<StoreJob>>,
+    /// Jobs queued for the store so far.
+    jobs: u64,
     seq: u64,
     history_ms: Ms,
     pruned_at: Ms,
 }
+
+/// One batch for the store: what one `publish` changed, committed in one transaction.
+struct StoreJob {
+    rows: Vec<(u64, Ms, Alert)>,
+    changed: Vec<(String, Option<lifecycle::Entry>)>,
+    clock: Ms,
+    /// Prune transitions older than this after the commit.
+    prune_before: Option<Ms>,
+}
+
+/// How far the store thread has got, shared with those who wait on it.
+#[derive(Default)]
+struct Progress {
+    /// Jobs committed (or given up at the very end).
+    done: u64,
+    /// Transitions queued and not yet committed.
+    backlog: u64,
+    /// The thread has ended.
+    ended: bool,
+}
+
+/// The store thread's side of the hub.
+struct StoreThread {
+    progress: Mutex<Progress>,
+    changed: Condvar,
+    /// A second connection for history reads (WAL: readers never wait for the writer).
+    reader: Mutex<Store>,
+}
+
+impl StoreThread {
+    fn lock(&self) -> MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until `cond` holds or `timeout` passes; returns whether it holds.
+    fn wait(&self, timeout: Duration, cond: impl Fn(&Progress) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut p = self.lock();
+        while !cond(&p) && !p.ended {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            p = self.changed.wait_timeout(p, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        cond(&p)
+    }
+}
+
+/// How often a failed store commit is retried.
+const STORE_RETRY: Duration = Duration::from_secs(1);
 
 /// The alert hub (cheap to share behind an `Arc`).
 pub struct Hub {
@@ -169,12 +233,22 @@ pub struct Hub {
     tx: broadcast::Sender<Arc<Published>>,
     outlets: Mutex<Vec<mpsc::UnboundedSender<Arc<Published>>>>,
     metrics: Arc<HubMetrics>,
+    store: Option<Arc<StoreThread>>,
 }
 
 impl Hub {
     /// A hub persisting to the database at `db` (created if missing; `None`: memory only),
     /// resuming the active set, acknowledgements, clock and sequence stored there.
     pub fn open(db: Option<&Path>, opts: &HubOptions) -> Result<Hub, StoreError> {
+        Self::open_reporting(db, opts, Arc::default())
+    }
+
+    /// [`Hub::open`], reporting the store's failures and recoveries to `health` (the service's).
+    pub fn open_reporting(
+        db: Option<&Path>,
+        opts: &HubOptions,
+        health: Arc<OutputHealth>,
+    ) -> Result<Hub, StoreError> {
         let store = db.map(Store::open).transpose()?;
         let (life, seq) = match &store {
             Some(s) => {
@@ -202,12 +276,58 @@ impl Hub {
         let metrics = Arc::new(HubMetrics::default());
         metrics.active.store(life.entries().len() as u64, Ordering::Relaxed);
         let (tx, _) = broadcast::channel(opts.broadcast_capacity.max(16));
+        let (queue, thread) = match (store, db) {
+            (Some(writer), Some(path)) => {
+                let shared = Arc::new(StoreThread {
+                    progress: Mutex::default(),
+                    changed: Condvar::new(),
+                    reader: Mutex::new(Store::open(path)?),
+                });
+                let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
+                let (sh, m, path) = (shared.clone(), metrics.clone(), path.display().to_string());
+                std::thread::Builder::new()
+                    .name("alert-store".into())
+                    .spawn(move || store_thread(writer, jobs_rx, &sh, &m, &health, &path))
+                    .map_err(|e| StoreError::Thread(e.to_string()))?;
+                (Some(jobs_tx), Some(shared))
+            }
+            _ => (None, None),
+        };
         Ok(Hub {
-            inner: Mutex::new(Inner { life, store, seq, history_ms: opts.history_ms, pruned_at: 0 }),
+            inner: Mutex::new(Inner {
+                life,
+                store: queue,
+                jobs: 0,
+                seq,
+                history_ms: opts.history_ms,
+                pruned_at: 0,
+            }),
             tx,
             outlets: Mutex::new(Vec::new()),
             metrics,
+            store: thread,
         })
+    }
+
+    /// Transitions published but not yet stored (waiting for, or retrying, their commit).
+    pub fn store_backlog(&self) -> u64 {
+        self.store.as_ref().map_or(0, |s| s.lock().backlog)
+    }
+
+    /// Waits up to `timeout` until at most `max` transitions wait for the store; returns
+    /// whether that is so. The output consumer calls this before giving the hub more (bounded
+    /// memory while the store fails).
+    pub fn wait_store_below(&self, max: u64, timeout: Duration) -> bool {
+        self.store.as_ref().is_none_or(|s| s.wait(timeout, |p| p.backlog <= max))
+    }
+
+    /// Waits up to `timeout` until everything published so far is stored; returns the number
+    /// of transitions still not stored (0 when done).
+    pub fn flush_store(&self, timeout: Duration) -> u64 {
+        let Some(s) = &self.store else { return 0 };
+        let jobs = self.lock().jobs;
+        s.wait(timeout, |p| p.done >= jobs);
+        s.lock().backlog
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -253,6 +373,13 @@ impl Hub {
         let (t, alert) = inner.life.ack(id, who, note)?;
         self.metrics.acks.fetch_add(1, Ordering::Relaxed);
         self.publish(&mut inner, vec![(t, alert.clone())]);
+        let job = inner.jobs;
+        drop(inner);
+        // An operator's action is answered once it is stored (briefly: a failing store is
+        // reported elsewhere, and the acknowledgement is stored when it recovers).
+        if let Some(s) = &self.store {
+            s.wait(Duration::from_secs(2), |p| p.done >= job);
+        }
         Ok(alert)
     }
 
@@ -274,20 +401,26 @@ impl Hub {
             published.push(Arc::new(Published { seq, time, alert, text: text.into() }));
         }
         let clock = inner.life.clock();
-        if let Some(store) = inner.store.as_mut() {
-            let rows: Vec<(u64, Ms, &Alert)> = published.iter().map(|p| (p.seq, p.time, &p.alert)).collect();
-            let changed: Vec<(String, Option<&lifecycle::Entry>)> =
-                dirty.into_iter().map(|id| (id.clone(), inner.life.entries().get(&id))).collect();
-            let mut result = store.commit(&rows, &changed, clock);
-            if result.is_ok() && clock.saturating_sub(inner.pruned_at) > 3_600_000 {
-                result = store.prune(clock.saturating_sub(inner.history_ms)).map(|_| ());
+        if let (Some(queue), Some(shared)) = (&inner.store, &self.store) {
+            // Queued under the lock (the store's order is the sequence order); committed by the
+            // store thread, outside it.
+            let prune_before = (clock.saturating_sub(inner.pruned_at) > 3_600_000)
+                .then(|| clock.saturating_sub(inner.history_ms));
+            if prune_before.is_some() {
                 inner.pruned_at = clock;
             }
-            if let Err(e) = result {
-                let n = self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
-                if n.is_power_of_two() || n == 0 {
-                    tracing::error!(error = %e, "cannot write the alert store; alerts still flow");
-                }
+            let job = StoreJob {
+                rows: published.iter().map(|p| (p.seq, p.time, p.alert.clone())).collect(),
+                changed: dirty
+                    .into_iter()
+                    .map(|id| (id.clone(), inner.life.entries().get(&id).cloned()))
+                    .collect(),
+                clock,
+                prune_before,
+            };
+            shared.lock().backlog += job.rows.len() as u64;
+            if queue.send(job).is_ok() {
+                inner.jobs += 1;
             }
         }
         self.metrics.active.store(inner.life.entries().len() as u64, Ordering::Relaxed);
@@ -326,15 +459,100 @@ impl Hub {
         Self::collect(&self.lock(), scope, filter)
     }
 
-    /// Stored transitions matching `q`.
+    /// Stored transitions matching `q` (after letting the store catch up with what was
+    /// published, for at most a second).
     pub fn history(&self, q: &HistoryQuery) -> Result<Vec<StoredTransition>, HubError> {
-        let inner = self.lock();
-        let store = inner.store.as_ref().ok_or(HubError::NoStore)?;
-        Ok(store.history(q)?)
+        let store = self.store.as_ref().ok_or(HubError::NoStore)?;
+        let jobs = self.lock().jobs;
+        store.wait(Duration::from_secs(1), |p| p.done >= jobs);
+        let reader = store.reader.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(reader.history(q)?)
     }
 
     /// The last sequence number published.
     pub fn seq(&self) -> u64 {
         self.lock().seq
     }
+}
+
+impl Drop for Hub {
+    /// Lets the store thread commit what is queued (it gives up after a few seconds of failing,
+    /// saying how many transitions were not stored).
+    fn drop(&mut self) {
+        self.lock().store = None;
+        if let Some(s) = &self.store {
+            s.wait(Duration::from_secs(10), |p| p.ended);
+        }
+    }
+}
+
+/// The store thread: commits the queued jobs in order; a failed commit is retried every
+/// [`STORE_RETRY`] with everything behind it kept. Once the hub is gone, it keeps trying for
+/// five seconds, then says what it could not store.
+fn store_thread(
+    mut store: Store,
+    rx: std::sync::mpsc::Receiver<StoreJob>,
+    shared: &StoreThread,
+    metrics: &HubMetrics,
+    health: &OutputHealth,
+    path: &str,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut queue: VecDeque<StoreJob> = VecDeque::new();
+    let mut closed_at: Option<Instant> = None;
+    loop {
+        if queue.is_empty() {
+            match rx.recv() {
+                Ok(job) => queue.push_back(job),
+                Err(_) => break,
+            }
+        } else if closed_at.is_none() {
+            // Failing: wait before the retry, taking what arrives meanwhile.
+            match rx.recv_timeout(STORE_RETRY) {
+                Ok(job) => queue.push_back(job),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => closed_at = Some(Instant::now()),
+            }
+        } else {
+            std::thread::sleep(STORE_RETRY / 2);
+        }
+        while let Ok(job) = rx.try_recv() {
+            queue.push_back(job);
+        }
+        while let Some(job) = queue.front() {
+            let rows: Vec<(u64, Ms, &Alert)> = job.rows.iter().map(|(s, t, a)| (*s, *t, a)).collect();
+            let changed: Vec<(String, Option<&lifecycle::Entry>)> =
+                job.changed.iter().map(|(id, e)| (id.clone(), e.as_ref())).collect();
+            if let Err(e) = store.commit(&rows, &changed, job.clock) {
+                metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                health.failed("alert_store", path, &e);
+                break;
+            }
+            health.ok("alert_store");
+            if let Some(before) = job.prune_before
+                && let Err(e) = store.prune(before)
+            {
+                metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(path, error = %e, "cannot prune the alert history; it is tried again in an hour");
+            }
+            let n = job.rows.len() as u64;
+            queue.pop_front();
+            let mut p = shared.lock();
+            p.done += 1;
+            p.backlog -= n;
+            shared.changed.notify_all();
+        }
+        if closed_at.is_some_and(|at| at.elapsed() > Duration::from_secs(5)) {
+            let lost: usize = queue.iter().map(|j| j.rows.len()).sum();
+            tracing::error!(
+                path,
+                transitions = lost,
+                "alert store still failing at shutdown; these transitions are not stored (they were published and are in alerts.jsonl)"
+            );
+            break;
+        }
+    }
+    let mut p = shared.lock();
+    p.ended = true;
+    shared.changed.notify_all();
 }

@@ -27,6 +27,9 @@ pub enum StoreError {
     /// A stored alert is not valid JSON (a corrupted or foreign database).
     #[error("alert store: a stored alert cannot be read: {0}")]
     Json(#[from] serde_json::Error),
+    /// The store's writer thread could not be started.
+    #[error("alert store: cannot start its thread: {0}")]
+    Thread(String),
 }
 
 /// A history query (§8 filters plus paging).
@@ -71,6 +74,9 @@ impl Store {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let conn = Connection::open(path)?;
+        // A writer holding the database (a backup, another process) fails a commit after a
+        // second; the hub retries it.
+        conn.busy_timeout(std::time::Duration::from_secs(1))?;
         Self::init(conn)
     }
 

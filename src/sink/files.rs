@@ -13,12 +13,20 @@
 //! started the oldest files are deleted so that at most `n` remain (the dead-letter store). With
 //! `None` nothing is ever deleted (line protocol must never be lost).
 //!
-//! Writes are buffered; [`RotatingFile::flush`] hands them to the operating system (dropping
-//! the value flushes too, but ignores errors).
+//! **Writes are kept until they are on disk.** [`RotatingFile::write`] only queues the bytes in
+//! memory; [`RotatingFile::flush`] opens the current file *by name*, appends every queued write
+//! in order and closes it. A flush that fails (disk full, the directory replaced by a file, the
+//! file replaced by `/dev/full`) keeps every write it could not complete, truncating a partly
+//! appended one back off the file, so the next flush retries them whole — nothing is lost and no
+//! line is torn (were even the truncation to fail, the torn file is left as it is, named in the
+//! log, and the write goes whole into the next file). Because every flush opens the file by its
+//! name, a file moved away (log rotation) is simply created again, and a repaired directory is
+//! used at once. [`RotatingFile::pending_bytes`] is what waits in memory, for the caller to bound.
 
 use anyhow::{Context, Result};
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, ErrorKind, Write};
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 /// An append-only file in a directory, rotated by size, optionally bounded in number of files.
@@ -38,11 +46,15 @@ pub struct RotatingFile {
     seq: u64,
     /// Path of the current file.
     path: PathBuf,
-    /// The open current file; `None` until the first write into it.
-    writer: Option<BufWriter<File>>,
-    /// Bytes written into the current file so far.
+    /// Whether the current file has been created (later flushes append to it by name).
+    created: bool,
+    /// Writes not yet on disk, in order.
+    pending: VecDeque<Vec<u8>>,
+    /// Their total size.
+    pending_bytes: u64,
+    /// Bytes in the current file so far.
     current_bytes: u64,
-    /// Bytes written through this value since it was opened, over all files.
+    /// Bytes written to disk through this value since it was opened, over all files.
     total_bytes: u64,
 }
 
@@ -50,7 +62,7 @@ impl RotatingFile {
     /// Opens a rotating file set in `dir` (created if missing), continuing after the highest
     /// existing `{prefix}-{seq}.{ext}`. `max_bytes` is the size at which a file is rotated;
     /// `max_files = Some(n)` keeps at most `n` files (at least one), deleting the oldest; `None`
-    /// never deletes anything. The first file is created by the first write.
+    /// never deletes anything. The first file is created by the first flush.
     pub fn open(
         dir: &Path,
         prefix: &str,
@@ -67,7 +79,9 @@ impl RotatingFile {
             max_files: max_files.map(|n| n.max(1)),
             seq: 0,
             path: PathBuf::new(),
-            writer: None,
+            created: false,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
             current_bytes: 0,
             total_bytes: 0,
         };
@@ -77,33 +91,54 @@ impl RotatingFile {
         Ok(rf)
     }
 
-    /// Appends `bytes` (buffered). Starts a new file first when the current one already holds
-    /// data and would grow past the size limit; a write is never split across files.
-    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+    /// Queues `bytes` for the next [`flush`](Self::flush) (one write: never split across files).
+    pub fn write(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
-            return Ok(());
+            return;
         }
-        let len = bytes.len() as u64;
-        if self.current_bytes > 0 && self.current_bytes.saturating_add(len) > self.max_bytes {
-            self.rotate()?;
+        self.pending_bytes += bytes.len() as u64;
+        self.pending.push_back(bytes.to_vec());
+    }
+
+    /// Appends every queued write to disk, in order, rotating by size. On an error the writes
+    /// not completed stay queued (a partly appended one is truncated off again) for the next
+    /// flush to retry; the error names the path.
+    pub fn flush(&mut self) -> Result<()> {
+        let mut file: Option<File> = None;
+        while let Some(len) = self.pending.front().map(|c| c.len() as u64) {
+            if self.current_bytes > 0 && self.current_bytes.saturating_add(len) > self.max_bytes {
+                file = None;
+                self.rotate();
+            }
+            if file.is_none() {
+                file = Some(self.open_current()?);
+            }
+            let Some(f) = file.as_mut() else { unreachable!("opened above") };
+            let meta =
+                f.metadata().with_context(|| format!("reading the size of {}", self.path.display()))?;
+            let before = meta.len();
+            if let Err(e) = f.write_all(&self.pending[0]) {
+                // Take back what was appended, so the retry does not tear a line.
+                if meta.is_file()
+                    && let Err(t) = f.set_len(before)
+                {
+                    tracing::error!(path = %self.path.display(), error = %t,
+                        "cannot truncate a partly written file; its last line may be torn, the write goes to the next file");
+                    self.rotate();
+                }
+                return Err(e).with_context(|| format!("writing to {}", self.path.display()));
+            }
+            self.current_bytes = if meta.is_file() { before + len } else { self.current_bytes + len };
+            self.total_bytes += len;
+            self.pending_bytes -= len;
+            self.pending.pop_front();
         }
-        if self.writer.is_none() {
-            self.create_current()?;
-        }
-        let path = &self.path;
-        let writer = self.writer.as_mut().unwrap_or_else(|| unreachable!("created above"));
-        writer.write_all(bytes).with_context(|| format!("writing to {}", path.display()))?;
-        self.current_bytes += len;
-        self.total_bytes += len;
         Ok(())
     }
 
-    /// Hands buffered bytes to the operating system.
-    pub fn flush(&mut self) -> Result<()> {
-        if let Some(w) = self.writer.as_mut() {
-            w.flush().with_context(|| format!("flushing {}", self.path.display()))?;
-        }
-        Ok(())
+    /// Bytes queued and not yet on disk.
+    pub fn pending_bytes(&self) -> u64 {
+        self.pending_bytes
     }
 
     /// The file the next write goes to (it may not exist yet: files are created by their first
@@ -112,7 +147,12 @@ impl RotatingFile {
         &self.path
     }
 
-    /// Bytes written through this value since it was opened, over all its files.
+    /// The directory of the files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes written to disk through this value since it was opened, over all its files.
     pub fn bytes_written(&self) -> u64 {
         self.total_bytes
     }
@@ -147,33 +187,36 @@ impl RotatingFile {
         Ok(files)
     }
 
-    /// Closes the current file (flushing it) and moves to the next sequence number.
-    fn rotate(&mut self) -> Result<()> {
-        if let Some(mut w) = self.writer.take() {
-            w.flush().with_context(|| format!("flushing {}", self.path.display()))?;
-        }
+    /// Moves to the next sequence number (the next flush creates that file).
+    fn rotate(&mut self) {
         self.seq += 1;
         self.path = self.path_of(self.seq);
+        self.created = false;
         self.current_bytes = 0;
-        Ok(())
     }
 
-    /// Creates the current file (never overwriting: a name taken meanwhile moves on to the next
-    /// sequence number), then deletes the oldest files beyond the file limit.
-    fn create_current(&mut self) -> Result<()> {
+    /// Opens the current file for appending: by name once it exists, otherwise creating it
+    /// (never overwriting: a name taken meanwhile moves on to the next sequence number) and then
+    /// deleting the oldest files beyond the file limit.
+    fn open_current(&mut self) -> Result<File> {
+        if self.created {
+            return OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&self.path)
+                .with_context(|| format!("opening {}", self.path.display()));
+        }
         let file = loop {
             match OpenOptions::new().append(true).create_new(true).open(&self.path) {
                 Ok(f) => break f,
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    self.seq += 1;
-                    self.path = self.path_of(self.seq);
-                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => self.rotate(),
                 Err(e) => return Err(e).with_context(|| format!("creating {}", self.path.display())),
             }
         };
-        self.writer = Some(BufWriter::new(file));
+        self.created = true;
         self.current_bytes = 0;
-        self.prune()
+        self.prune()?;
+        Ok(file)
     }
 
     /// Deletes the oldest files so that at most `max_files` remain (never the current one).
@@ -195,6 +238,13 @@ impl RotatingFile {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for RotatingFile {
+    /// A last flush (errors are ignored here: callers that care flush themselves).
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
@@ -227,12 +277,12 @@ mod tests {
         let dir = temp_dir("rotate");
         let mut f = RotatingFile::open(&dir, "lp", "lp", 10, None).unwrap();
         assert_eq!(f.current_path(), dir.join("lp-000001.lp"));
-        f.write(b"aaaa\n").unwrap();
-        f.write(b"bbbb\n").unwrap(); // exactly 10: fits
-        f.write(b"cc\n").unwrap(); // would be 13: new file
-        f.write(b"dddddddd\n").unwrap(); // 3 + 9 > 10: new file, whole
-        f.write(b"this line is longer than ten\n").unwrap(); // oversized: a file of its own
-        f.write(b"e\n").unwrap();
+        f.write(b"aaaa\n");
+        f.write(b"bbbb\n"); // exactly 10: fits
+        f.write(b"cc\n"); // would be 13: new file
+        f.write(b"dddddddd\n"); // 3 + 9 > 10: new file, whole
+        f.write(b"this line is longer than ten\n"); // oversized: a file of its own
+        f.write(b"e\n");
         f.flush().unwrap();
         assert_eq!(f.bytes_written(), 5 + 5 + 3 + 9 + 29 + 2);
         assert_eq!(f.current_path(), dir.join("lp-000005.lp"));
@@ -259,13 +309,13 @@ mod tests {
         std::fs::write(dir.join("lp-000007.txt"), "x").unwrap();
         {
             let mut f = RotatingFile::open(&dir, "lp", "lp", 100, None).unwrap();
-            f.write(b"first\n").unwrap();
+            f.write(b"first\n");
         } // dropped: flushed
         let f = RotatingFile::open(&dir, "lp", "lp", 100, None).unwrap();
         assert_eq!(f.current_path(), dir.join("lp-000002.lp"));
         drop(f); // no write: no empty file
         let mut f = RotatingFile::open(&dir, "lp", "lp", 100, None).unwrap();
-        f.write(b"second\n").unwrap();
+        f.write(b"second\n");
         f.flush().unwrap();
         assert_eq!(std::fs::read_to_string(dir.join("lp-000001.lp")).unwrap(), "first\n");
         assert_eq!(std::fs::read_to_string(dir.join("lp-000002.lp")).unwrap(), "second\n");
@@ -274,7 +324,7 @@ mod tests {
         std::fs::write(dir.join("lp-000003.lp"), "foreign\n").unwrap();
         let mut g = RotatingFile::open(&dir, "lp", "lp", 1, None).unwrap();
         std::fs::write(dir.join("lp-000004.lp"), "foreign\n").unwrap();
-        g.write(b"third\n").unwrap();
+        g.write(b"third\n");
         g.flush().unwrap();
         assert_eq!(g.current_path(), dir.join("lp-000005.lp"));
         assert_eq!(std::fs::read_to_string(dir.join("lp-000004.lp")).unwrap(), "foreign\n");
@@ -287,7 +337,7 @@ mod tests {
         let dir = temp_dir("bounded");
         let mut f = RotatingFile::open(&dir, "dl", "jsonl", 4, Some(3)).unwrap();
         for i in 0..10 {
-            f.write(format!("{i:03}\n").as_bytes()).unwrap();
+            f.write(format!("{i:03}\n").as_bytes());
         }
         f.flush().unwrap();
         let names: Vec<(String, String)> = contents(&dir);
@@ -301,7 +351,7 @@ mod tests {
         );
         // Reopened with a smaller bound, the first new file trims the old ones.
         let mut f = RotatingFile::open(&dir, "dl", "jsonl", 4, Some(1)).unwrap();
-        f.write(b"new\n").unwrap();
+        f.write(b"new\n");
         f.flush().unwrap();
         assert_eq!(contents(&dir), vec![("dl-000011.jsonl".to_string(), "new\n".to_string())]);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -312,7 +362,7 @@ mod tests {
         let dir = temp_dir("unbounded");
         let mut f = RotatingFile::open(&dir, "lp", "lp", 1, None).unwrap();
         for _ in 0..20 {
-            f.write(b"x\n").unwrap();
+            f.write(b"x\n");
         }
         f.flush().unwrap();
         assert_eq!(contents(&dir).len(), 20);
@@ -327,6 +377,47 @@ mod tests {
         std::fs::write(&file, "x").unwrap();
         let err = RotatingFile::open(&file.join("sub"), "lp", "lp", 10, None).unwrap_err();
         assert!(format!("{err:#}").contains("plain-file"), "{err:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_flush_keeps_every_write_and_a_retry_loses_nothing() {
+        let dir = temp_dir("full");
+        let mut f = RotatingFile::open(&dir, "lp", "lp", 1 << 20, None).unwrap();
+        f.write(b"one\n");
+        f.flush().unwrap();
+        // The disk fills up: the file becomes /dev/full (ENOSPC on every write).
+        let real = dir.join("lp-000001.lp");
+        std::fs::rename(&real, dir.join("saved")).unwrap();
+        std::os::unix::fs::symlink("/dev/full", &real).unwrap();
+        f.write(b"two\n");
+        f.write(b"three\n");
+        let err = f.flush().unwrap_err();
+        assert!(format!("{err:#}").contains("lp-000001.lp"), "{err:#}");
+        assert_eq!(f.pending_bytes(), 10);
+        assert!(f.flush().is_err(), "still full");
+        // Space again: the retry appends both writes, whole and in order.
+        std::fs::remove_file(&real).unwrap();
+        std::fs::rename(dir.join("saved"), &real).unwrap();
+        f.flush().unwrap();
+        assert_eq!(f.pending_bytes(), 0);
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), "one\ntwo\nthree\n");
+
+        // The directory replaced by a regular file: every flush fails until it is back.
+        std::fs::rename(&dir, dir.with_extension("moved")).unwrap();
+        std::fs::write(&dir, "not a directory").unwrap();
+        f.write(b"four\n");
+        let err = f.flush().unwrap_err();
+        assert!(format!("{err:#}").contains("lp-000001.lp"), "{err:#}");
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::rename(dir.with_extension("moved"), &dir).unwrap();
+        f.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), "one\ntwo\nthree\nfour\n");
+        // A file moved away (log rotation) is created again by the next flush.
+        std::fs::rename(&real, dir.join("rotated")).unwrap();
+        f.write(b"five\n");
+        f.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), "five\n");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

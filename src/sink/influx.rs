@@ -12,17 +12,30 @@
 //!
 //! Memory is bounded by the channel (a few chunks) plus one batch: when the spool reaches its
 //! byte limit the sink stops taking chunks, so producers wait (backpressure) instead of data
-//! being dropped. Spool segments survive a restart and are drained first. Writes are
-//! idempotent in InfluxDB (same series and timestamp overwrite), so a batch re-sent after a
-//! timeout that had in fact succeeded does no harm: delivery is at least once.
+//! being dropped; that is reported as an output failure (`influxdb`: `/readyz` 503, input
+//! paused) until the spool drains. Spool segments survive a restart and are drained first.
+//! Writes are idempotent in InfluxDB (same series and timestamp overwrite), so a batch re-sent
+//! after a timeout that had in fact succeeded does no harm: delivery is at least once.
+//!
+//! The spool never stops the sink: a batch the spool cannot take (disk full, the directory
+//! replaced by a file) waits in memory behind it, in order (at most 64 MiB, counting toward the
+//! limit), reported as an output failure (`influxdb_spool`) and retried on every flush tick; a
+//! spool file that cannot be read (not UTF-8, not a file) is renamed `*.lp.corrupt`, logged and
+//! counted, and the rest drains. Spool I/O runs on tokio's blocking pool.
+//!
+//! Shutdown is bounded: [`InfluxSink::closing`] (called as soon as the service begins to stop)
+//! makes the sink take every chunk at once; [`InfluxSink::shutdown`] keeps sending for a grace
+//! period, then leaves the rest in the spool and says how many batches and lines that is.
 
+use super::health::OutputHealth;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 /// `[influxdb]` settings.
@@ -68,6 +81,9 @@ impl Default for InfluxConfig {
     }
 }
 
+/// Batches kept in memory at most (bytes) while the spool cannot be written.
+const MEMORY_MAX: u64 = 64 << 20;
+
 /// Counters of the sink, shared with `/metrics`.
 #[derive(Debug, Default)]
 pub struct InfluxMetrics {
@@ -85,16 +101,46 @@ pub struct InfluxMetrics {
     pub spool_bytes: AtomicU64,
     /// Batches currently waiting in the spool.
     pub spool_batches: AtomicU64,
+    /// Batches waiting in memory because the spool could not be written.
+    pub memory_batches: AtomicU64,
+    /// Unreadable spool files renamed to `*.corrupt` and skipped.
+    pub quarantined: AtomicU64,
 }
 
 /// Called with a refused batch and the server's reason.
 pub type RejectHook = Box<dyn Fn(&str, &str) + Send + Sync>;
 
+/// What a stopped sink left undelivered: in the spool (for the next start) or, if even the
+/// spool could not be written, lost.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unsent {
+    /// Batches left in the spool.
+    pub batches: u64,
+    /// Lines in those batches.
+    pub lines: u64,
+    /// Lines that could not be spooled either (the spool failing at shutdown).
+    pub lost_lines: u64,
+    /// The spool directory.
+    pub dir: PathBuf,
+}
+
+/// What the handle tells the running worker.
+#[derive(Default)]
+struct Control {
+    /// Shutdown has begun: take every chunk (spooling past the limit), never make producers wait.
+    closing: AtomicBool,
+    /// Give up sending at this instant (set by `shutdown`).
+    deadline: Mutex<Option<tokio::time::Instant>>,
+    wake: Notify,
+}
+
 /// Handle to a running sink.
 pub struct InfluxSink {
     tx: mpsc::Sender<String>,
     metrics: Arc<InfluxMetrics>,
-    task: JoinHandle<Result<()>>,
+    control: Arc<Control>,
+    dir: PathBuf,
+    task: JoinHandle<Result<Unsent>>,
 }
 
 /// Why an attempt failed.
@@ -114,9 +160,19 @@ pub fn check_url(u: &str) -> Result<()> {
     Ok(())
 }
 
+fn count_lines(batch: &str) -> u64 {
+    batch.bytes().filter(|&b| b == b'\n').count() as u64
+}
+
 impl InfluxSink {
-    /// Starts the sink on the current tokio runtime. `data_dir` holds the default spool.
-    pub fn start(cfg: InfluxConfig, data_dir: &Path, on_reject: RejectHook) -> Result<InfluxSink> {
+    /// Starts the sink on the current tokio runtime. `data_dir` holds the default spool;
+    /// failures of the spool (and a full spool) are reported to `health`.
+    pub fn start(
+        cfg: InfluxConfig,
+        data_dir: &Path,
+        on_reject: RejectHook,
+        health: Arc<OutputHealth>,
+    ) -> Result<InfluxSink> {
         check_url(&cfg.url)?;
         if cfg.batch_lines == 0 {
             bail!("`influxdb.batch_lines` must be at least 1");
@@ -127,13 +183,27 @@ impl InfluxSink {
                 .build()
                 .context("cannot build the InfluxDB client")?;
         let spool = Spool::open(cfg.spool_dir.clone().unwrap_or_else(|| data_dir.join("spool/influx")))?;
+        let dir = spool.dir.clone();
         let metrics = Arc::new(InfluxMetrics::default());
-        metrics.spool_bytes.store(spool.bytes, Ordering::Relaxed);
-        metrics.spool_batches.store(spool.segments.len() as u64, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel::<String>(8);
-        let worker = Worker { cfg, client, spool, metrics: metrics.clone(), on_reject, backoff: None };
-        let task = tokio::spawn(worker.run(rx));
-        Ok(InfluxSink { tx, metrics, task })
+        let control = Arc::new(Control::default());
+        let worker = Worker {
+            cfg,
+            client,
+            spool,
+            memory: VecDeque::new(),
+            memory_bytes: 0,
+            metrics: metrics.clone(),
+            on_reject,
+            backoff: None,
+            retry_at: None,
+            health,
+            last_error: String::new(),
+            saturated: false,
+        };
+        worker.gauge();
+        let task = tokio::spawn(worker.run(rx, control.clone()));
+        Ok(InfluxSink { tx, metrics, control, dir, task })
     }
 
     /// Queues a chunk of line-protocol lines (each ending in `\n`). Waits while the sink is
@@ -142,23 +212,49 @@ impl InfluxSink {
         self.tx.send(chunk).await.map_err(|_| anyhow::anyhow!("the InfluxDB sink has stopped"))
     }
 
+    /// A sender of chunks, for producers outside the runtime (`blocking_send`); the sink stops
+    /// once it and every such sender are gone.
+    pub fn chunks(&self) -> mpsc::Sender<String> {
+        self.tx.clone()
+    }
+
     /// The sink's counters.
     pub fn metrics(&self) -> Arc<InfluxMetrics> {
         self.metrics.clone()
     }
 
-    /// Stops taking lines, sends what is pending and waits up to `grace` for the spool to drain;
-    /// whatever is still spooled then stays on disk for the next start.
-    pub async fn shutdown(self, grace: Duration) -> Result<()> {
+    /// Shutdown has begun: from now on the sink takes every chunk at once (spooling past
+    /// `spool_max_mb` if it must), so no producer waits for a server that may be gone.
+    pub fn closing(&self) {
+        self.control.closing.store(true, Ordering::Release);
+        self.control.wake.notify_one();
+    }
+
+    /// Stops taking lines, sends what is pending and keeps trying for up to `grace`; whatever is
+    /// not sent then is left in the spool for the next start, and said (the returned [`Unsent`],
+    /// and a warning). Bounded in time whatever the server does.
+    pub async fn shutdown(self, grace: Duration) -> Result<Unsent> {
+        self.closing();
+        *self.control.deadline.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(tokio::time::Instant::now() + grace);
+        self.control.wake.notify_one();
         drop(self.tx);
-        match tokio::time::timeout(grace, self.task).await {
+        let mut task = self.task;
+        // The worker stops by itself at the deadline; the margin covers its last spool writes.
+        match tokio::time::timeout(grace + Duration::from_secs(5), &mut task).await {
             Ok(joined) => joined.context("the InfluxDB sink task failed")?,
             Err(_) => {
-                tracing::warn!(
-                    spooled = self.metrics.spool_batches.load(Ordering::Relaxed),
-                    "InfluxDB still unreachable at shutdown; spooled batches stay on disk"
-                );
-                Ok(())
+                task.abort();
+                let m = &self.metrics;
+                let unsent = Unsent {
+                    batches: m.spool_batches.load(Ordering::Relaxed),
+                    lines: 0,
+                    lost_lines: 0,
+                    dir: self.dir,
+                };
+                tracing::warn!(batches = unsent.batches, spool = %unsent.dir.display(),
+                    "the InfluxDB sink did not stop in time; spooled batches stay on disk");
+                Ok(unsent)
             }
         }
     }
@@ -168,14 +264,24 @@ struct Worker {
     cfg: InfluxConfig,
     client: influxdb2::Client,
     spool: Spool,
+    /// Batches behind the spool that could not be written to it, oldest first.
+    memory: VecDeque<String>,
+    memory_bytes: u64,
     metrics: Arc<InfluxMetrics>,
     on_reject: RejectHook,
     /// Current retry delay while the server is failing.
     backoff: Option<Duration>,
+    /// No attempt before this instant.
+    retry_at: Option<tokio::time::Instant>,
+    health: Arc<OutputHealth>,
+    /// The server's last failure, for the saturation report.
+    last_error: String,
+    /// Whether the sink reported itself saturated (spool full).
+    saturated: bool,
 }
 
 impl Worker {
-    async fn run(mut self, mut rx: mpsc::Receiver<String>) -> Result<()> {
+    async fn run(mut self, mut rx: mpsc::Receiver<String>, control: Arc<Control>) -> Result<Unsent> {
         let mut batch = String::new();
         let mut lines = 0usize;
         let flush_every = Duration::from_millis(self.cfg.flush_ms.max(1));
@@ -183,8 +289,10 @@ impl Worker {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let spool_max = self.cfg.spool_max_mb.saturating_mul(1 << 20);
         let mut open = true;
-        while open || lines > 0 || !self.spool.is_empty() {
-            let accepting = open && self.spool.bytes < spool_max;
+        while open {
+            let full = self.spool.bytes + self.memory_bytes >= spool_max || self.memory_bytes >= MEMORY_MAX;
+            self.report_saturation(full);
+            let accepting = !full || control.closing.load(Ordering::Acquire);
             tokio::select! {
                 chunk = rx.recv(), if accepting => match chunk {
                     Some(chunk) => {
@@ -193,7 +301,7 @@ impl Worker {
                         batch.push_str(&chunk);
                         lines += n;
                         if lines >= self.cfg.batch_lines {
-                            self.send(std::mem::take(&mut batch)).await?;
+                            self.send(std::mem::take(&mut batch), None).await;
                             lines = 0;
                         }
                     }
@@ -201,77 +309,168 @@ impl Worker {
                 },
                 _ = tick.tick() => {
                     if lines > 0 {
-                        self.send(std::mem::take(&mut batch)).await?;
+                        self.send(std::mem::take(&mut batch), None).await;
                         lines = 0;
                     }
-                    self.drain().await?;
+                    self.persist_memory().await;
+                    self.drain(None).await;
                 }
-            }
-            if !open && lines > 0 {
-                self.send(std::mem::take(&mut batch)).await?;
-                lines = 0;
-            }
-            if !open && !self.spool.is_empty() {
-                // Shutting down: keep retrying (the caller bounds this with its grace period).
-                if let Some(at) = self.spool.retry_at {
-                    tokio::time::sleep_until(at).await;
-                }
-                self.drain().await?;
+                _ = control.wake.notified() => {}
             }
         }
-        Ok(())
+        // Shutting down: the last batch, then retries until the deadline.
+        let deadline = control
+            .deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(10));
+        if lines > 0 {
+            self.send(std::mem::take(&mut batch), Some(deadline)).await;
+        }
+        while !(self.spool.is_empty() && self.memory.is_empty()) && tokio::time::Instant::now() < deadline {
+            if let Some(at) = self.retry_at {
+                tokio::time::sleep_until(at.min(deadline)).await;
+            }
+            self.drain(Some(deadline)).await;
+        }
+        self.persist_memory().await;
+        self.report_saturation(false);
+        let lost_lines: u64 = self.memory.iter().map(|b| count_lines(b)).sum();
+        let (batches, lines) = self.spool.count().await;
+        let unsent = Unsent { batches, lines, lost_lines, dir: self.spool.dir.clone() };
+        if batches > 0 {
+            tracing::warn!(batches, lines, spool = %unsent.dir.display(), reason = %self.last_error,
+                "InfluxDB unreachable at shutdown: these batches stay in the spool for the next start");
+        }
+        if lost_lines > 0 {
+            tracing::error!(lines = lost_lines, spool = %unsent.dir.display(),
+                "the InfluxDB spool cannot be written: these lines are not kept (they are in the line-protocol files)");
+        }
+        Ok(unsent)
+    }
+
+    /// Reports a full spool (the sink makes producers wait) as an output failure, and its end.
+    fn report_saturation(&mut self, full: bool) {
+        if full && !self.saturated {
+            let reason = format!(
+                "spool full ({} MB) while the server is unreachable ({}): producers wait",
+                (self.spool.bytes + self.memory_bytes) >> 20,
+                self.last_error
+            );
+            self.health.failed("influxdb", &self.spool.dir.display().to_string(), &reason);
+        } else if !full && self.saturated {
+            self.health.ok("influxdb");
+        }
+        self.saturated = full;
     }
 
     /// Sends a batch, or puts it behind the spool if the spool is not empty or the send fails.
-    async fn send(&mut self, batch: String) -> Result<()> {
-        if !self.spool.is_empty() {
-            self.spool.push(&batch)?;
-            self.gauge();
-            return self.drain().await;
+    async fn send(&mut self, batch: String, deadline: Option<tokio::time::Instant>) {
+        if !self.spool.is_empty() || !self.memory.is_empty() {
+            self.enqueue(batch).await;
+            return self.drain(deadline).await;
         }
-        match self.attempt(&batch).await {
-            Ok(()) => Ok(()),
-            Err(Failure::Rejected(reason)) => {
-                self.reject(&batch, &reason);
-                Ok(())
-            }
+        match self.attempt(&batch, deadline).await {
+            Ok(()) => {}
+            Err(Failure::Rejected(reason)) => self.reject(&batch, &reason),
             Err(Failure::Retry(reason)) => {
                 self.failed(&reason);
-                self.spool.push(&batch)?;
-                self.gauge();
-                Ok(())
+                self.enqueue(batch).await;
             }
         }
     }
 
-    /// Sends spooled batches in order until one fails (then waits for the backoff).
-    async fn drain(&mut self) -> Result<()> {
-        if self.spool.retry_at.is_some_and(|at| tokio::time::Instant::now() < at) {
-            return Ok(());
+    /// Puts a batch behind everything waiting: into the spool, or into memory while the spool
+    /// cannot be written (reported; retried on every tick).
+    async fn enqueue(&mut self, batch: String) {
+        self.memory_bytes += batch.len() as u64;
+        self.memory.push_back(batch);
+        self.persist_memory().await;
+    }
+
+    /// Moves the batches waiting in memory into the spool, in order, until one fails.
+    async fn persist_memory(&mut self) {
+        while let Some(batch) = self.memory.front() {
+            match self.spool.push(batch).await {
+                Ok(()) => self.health.ok("influxdb_spool"),
+                Err(e) => {
+                    self.health.failed(
+                        "influxdb_spool",
+                        &self.spool.dir.display().to_string(),
+                        &format!("{e:#}"),
+                    );
+                    break;
+                }
+            }
+            self.memory_bytes -= batch.len() as u64;
+            self.memory.pop_front();
         }
-        while let Some(first) = self.spool.first() {
-            let batch = self.spool.read(&first)?;
-            match self.attempt(&batch).await {
+        self.gauge();
+    }
+
+    /// Sends waiting batches in order (the spool first, then those only in memory) until one
+    /// fails (then waits for the backoff). An unreadable spool file is quarantined.
+    async fn drain(&mut self, deadline: Option<tokio::time::Instant>) {
+        loop {
+            if self.retry_at.is_some_and(|at| tokio::time::Instant::now() < at)
+                || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
+            {
+                return;
+            }
+            let from_spool = self.spool.first();
+            let batch = match from_spool {
+                Some(seg) => match self.spool.read(seg).await {
+                    Ok(batch) => batch,
+                    Err(reason) => {
+                        self.spool.quarantine(seg, &reason).await;
+                        self.metrics.quarantined.fetch_add(1, Ordering::Relaxed);
+                        self.gauge();
+                        continue;
+                    }
+                },
+                None => match self.memory.front() {
+                    Some(b) => b.clone(),
+                    None => return,
+                },
+            };
+            match self.attempt(&batch, deadline).await {
                 Ok(()) => {}
                 Err(Failure::Rejected(reason)) => self.reject(&batch, &reason),
                 Err(Failure::Retry(reason)) => {
                     self.failed(&reason);
-                    return Ok(());
+                    return;
                 }
             }
-            self.spool.remove(&first)?;
+            match from_spool {
+                Some(seg) => {
+                    if let Err(e) = self.spool.remove(seg).await {
+                        // Sent, but still on disk: it would be sent again (harmless: an
+                        // overwrite), so only report it.
+                        tracing::warn!(error = %format!("{e:#}"), "cannot remove a sent spool file");
+                    }
+                }
+                None => {
+                    self.memory_bytes -= batch.len() as u64;
+                    self.memory.pop_front();
+                }
+            }
             self.gauge();
         }
-        Ok(())
     }
 
-    async fn attempt(&mut self, batch: &str) -> Result<(), Failure> {
-        let n = batch.bytes().filter(|&b| b == b'\n').count() as u64;
-        let result =
-            self.client.write_line_protocol(&self.cfg.org, &self.cfg.bucket, batch.to_string()).await;
+    async fn attempt(&mut self, batch: &str, deadline: Option<tokio::time::Instant>) -> Result<(), Failure> {
+        let n = count_lines(batch);
+        let write = self.client.write_line_protocol(&self.cfg.org, &self.cfg.bucket, batch.to_string());
+        let result = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, write).await {
+                Ok(r) => r,
+                Err(_) => return Err(Failure::Retry("shutdown grace period over".into())),
+            },
+            None => write.await,
+        };
         match result {
             Ok(()) => {
-                self.spool.retry_at = None;
+                self.retry_at = None;
                 if self.backoff.take().is_some() {
                     tracing::info!("InfluxDB reachable again; draining the spool");
                 }
@@ -289,7 +488,7 @@ impl Worker {
     }
 
     fn reject(&self, batch: &str, reason: &str) {
-        let n = batch.bytes().filter(|&b| b == b'\n').count() as u64;
+        let n = count_lines(batch);
         self.metrics.lines_rejected.fetch_add(n, Ordering::Relaxed);
         tracing::warn!(lines = n, %reason, "InfluxDB refused a batch; it goes to the dead letters");
         (self.on_reject)(batch, reason);
@@ -297,6 +496,7 @@ impl Worker {
 
     fn failed(&mut self, reason: &str) {
         self.metrics.write_failures.fetch_add(1, Ordering::Relaxed);
+        self.last_error = reason.to_string();
         let max = Duration::from_secs(self.cfg.max_backoff_s.max(1));
         let next = match self.backoff {
             None => {
@@ -308,43 +508,55 @@ impl Worker {
         // ±25 % jitter so many sinks do not retry in step.
         let jitter = 0.75 + rand::random::<f64>() * 0.5;
         self.backoff = Some(next);
-        self.spool.retry_at = Some(tokio::time::Instant::now() + next.mul_f64(jitter));
+        self.retry_at = Some(tokio::time::Instant::now() + next.mul_f64(jitter));
     }
 
     fn gauge(&self) {
         self.metrics.spool_bytes.store(self.spool.bytes, Ordering::Relaxed);
         self.metrics.spool_batches.store(self.spool.segments.len() as u64, Ordering::Relaxed);
+        self.metrics.memory_batches.store(self.memory.len() as u64, Ordering::Relaxed);
     }
 }
 
-/// Batches waiting on disk, one file each, named by sequence number.
+/// One spooled batch: its sequence number, size, and line count when known (batches spooled by
+/// an earlier run are counted when needed).
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    seq: u64,
+    bytes: u64,
+    lines: Option<u64>,
+}
+
+/// Batches waiting on disk, one file each, named by sequence number. File I/O runs on tokio's
+/// blocking pool (`tokio::fs`), never on a runtime worker.
 struct Spool {
     dir: PathBuf,
-    segments: std::collections::VecDeque<(u64, u64)>,
+    segments: VecDeque<Segment>,
     next: u64,
     bytes: u64,
-    retry_at: Option<tokio::time::Instant>,
 }
 
 impl Spool {
+    /// Opens the spool (once, at start): the segments an earlier run left, in order.
     fn open(dir: PathBuf) -> Result<Spool> {
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create spool {}", dir.display()))?;
         let mut segments = Vec::new();
         for entry in
             std::fs::read_dir(&dir).with_context(|| format!("cannot read spool {}", dir.display()))?
         {
-            let entry = entry?;
+            let entry = entry.with_context(|| format!("cannot read spool {}", dir.display()))?;
             let name = entry.file_name();
             let Some(seq) =
                 name.to_str().and_then(|n| n.strip_suffix(".lp")).and_then(|n| n.parse::<u64>().ok())
             else {
                 continue;
             };
-            segments.push((seq, entry.metadata()?.len()));
+            let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            segments.push(Segment { seq, bytes, lines: None });
         }
-        segments.sort_unstable();
-        let next = segments.last().map(|(s, _)| s + 1).unwrap_or(0);
-        let bytes = segments.iter().map(|(_, b)| b).sum();
+        segments.sort_unstable_by_key(|s| s.seq);
+        let next = segments.last().map(|s| s.seq + 1).unwrap_or(0);
+        let bytes = segments.iter().map(|s| s.bytes).sum();
         if !segments.is_empty() {
             tracing::info!(
                 batches = segments.len(),
@@ -352,7 +564,7 @@ impl Spool {
                 "InfluxDB spool from an earlier run: draining it first"
             );
         }
-        Ok(Spool { dir, segments: segments.into(), next, bytes, retry_at: None })
+        Ok(Spool { dir, segments: segments.into(), next, bytes })
     }
 
     fn path(&self, seq: u64) -> PathBuf {
@@ -363,33 +575,83 @@ impl Spool {
         self.segments.is_empty()
     }
 
-    fn first(&self) -> Option<(u64, u64)> {
+    fn first(&self) -> Option<Segment> {
         self.segments.front().copied()
     }
 
-    fn push(&mut self, batch: &str) -> Result<()> {
+    /// Writes a batch as the next segment (through a temporary file: a segment is whole or absent).
+    async fn push(&mut self, batch: &str) -> Result<()> {
         let seq = self.next;
         let path = self.path(seq);
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, batch).with_context(|| format!("cannot write spool {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write spool {}", path.display()))?;
+        tokio::fs::write(&tmp, batch)
+            .await
+            .with_context(|| format!("cannot write spool {}", tmp.display()))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .with_context(|| format!("cannot write spool {}", path.display()))?;
         self.next += 1;
         self.bytes += batch.len() as u64;
-        self.segments.push_back((seq, batch.len() as u64));
+        self.segments.push_back(Segment { seq, bytes: batch.len() as u64, lines: Some(count_lines(batch)) });
         Ok(())
     }
 
-    fn read(&self, seg: &(u64, u64)) -> Result<String> {
-        let path = self.path(seg.0);
-        std::fs::read_to_string(&path).with_context(|| format!("cannot read spool {}", path.display()))
+    /// Reads a segment; the error says why it is unreadable (missing, not a file, not UTF-8).
+    async fn read(&self, seg: Segment) -> Result<String, String> {
+        let path = self.path(seg.seq);
+        let bytes =
+            tokio::fs::read(&path).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        String::from_utf8(bytes)
+            .map_err(|e| format!("{} is not line protocol (not UTF-8: {e})", path.display()))
     }
 
-    fn remove(&mut self, seg: &(u64, u64)) -> Result<()> {
-        let path = self.path(seg.0);
-        std::fs::remove_file(&path).with_context(|| format!("cannot remove spool {}", path.display()))?;
-        self.segments.pop_front();
-        self.bytes -= seg.1;
-        Ok(())
+    /// Renames an unreadable segment to `*.lp.corrupt` (kept for inspection, never sent) and
+    /// drops it from the queue, so the rest drains.
+    async fn quarantine(&mut self, seg: Segment, reason: &str) {
+        let path = self.path(seg.seq);
+        let to = self.dir.join(format!("{:012}.lp.corrupt", seg.seq));
+        match tokio::fs::rename(&path, &to).await {
+            Ok(()) => tracing::error!(path = %path.display(), quarantined = %to.display(), %reason,
+                "unreadable InfluxDB spool file quarantined; the rest of the spool drains"),
+            Err(e) => tracing::error!(path = %path.display(), %reason, error = %e,
+                "unreadable InfluxDB spool file cannot be renamed either; skipped until the next start"),
+        }
+        self.drop_front(seg);
+    }
+
+    /// Deletes a sent segment.
+    async fn remove(&mut self, seg: Segment) -> Result<()> {
+        let path = self.path(seg.seq);
+        let removed = match tokio::fs::remove_file(&path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove spool {}", path.display()))
+            }
+            _ => Ok(()),
+        };
+        self.drop_front(seg);
+        removed
+    }
+
+    fn drop_front(&mut self, seg: Segment) {
+        if self.segments.front().is_some_and(|s| s.seq == seg.seq) {
+            self.segments.pop_front();
+            self.bytes -= seg.bytes;
+        }
+    }
+
+    /// Batches and lines in the spool (reading the segments of earlier runs to count theirs).
+    async fn count(&self) -> (u64, u64) {
+        let mut lines = 0;
+        for seg in &self.segments {
+            lines += match seg.lines {
+                Some(n) => n,
+                None => tokio::fs::read(self.path(seg.seq))
+                    .await
+                    .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+                    .unwrap_or(0),
+            };
+        }
+        (self.segments.len() as u64, lines)
     }
 }
 
@@ -406,23 +668,36 @@ mod tests {
         assert!(check_url("ftp://x").is_err());
     }
 
-    #[test]
-    fn the_spool_survives_a_reopen_in_order() {
+    #[tokio::test]
+    async fn the_spool_survives_a_reopen_in_order_and_quarantines_what_it_cannot_read() {
         let dir = std::env::temp_dir().join(format!("cb-spool-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut s = Spool::open(dir.clone()).unwrap();
-        s.push("a 1\n").unwrap();
-        s.push("b 2\n").unwrap();
-        let s2 = Spool::open(dir.clone()).unwrap();
+        s.push("a 1\n").await.unwrap();
+        s.push("b 2\n").await.unwrap();
+        let mut s2 = Spool::open(dir.clone()).unwrap();
         assert_eq!(s2.segments.len(), 2);
         assert_eq!(s2.bytes, 8);
-        assert_eq!(s2.read(&s2.first().unwrap()).unwrap(), "a 1\n");
-        let mut s2 = s2;
+        assert_eq!(s2.count().await, (2, 2));
         let first = s2.first().unwrap();
-        s2.remove(&first).unwrap();
-        s2.push("c 3\n").unwrap();
-        let s3 = Spool::open(dir).unwrap();
-        let order: Vec<String> = s3.segments.iter().map(|seg| s3.read(seg).unwrap()).collect();
-        assert_eq!(order, vec!["b 2\n", "c 3\n"]);
+        assert_eq!(s2.read(first).await.unwrap(), "a 1\n");
+        s2.remove(first).await.unwrap();
+        s2.push("c 3\n").await.unwrap();
+        std::fs::write(dir.join("000000000001.lp"), b"\xff\xfe not text").unwrap();
+        let mut s3 = Spool::open(dir.clone()).unwrap();
+        let first = s3.first().unwrap();
+        let why = s3.read(first).await.unwrap_err();
+        assert!(why.contains("not UTF-8"), "{why}");
+        s3.quarantine(first, &why).await;
+        assert!(dir.join("000000000001.lp.corrupt").exists());
+        let order: Vec<String> = {
+            let mut v = Vec::new();
+            for seg in s3.segments.clone() {
+                v.push(s3.read(seg).await.unwrap());
+            }
+            v
+        };
+        assert_eq!(order, vec!["c 3\n"]);
+        assert_eq!(Spool::open(dir).unwrap().segments.len(), 1, "a quarantined file is not spooled again");
     }
 }

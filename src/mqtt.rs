@@ -13,7 +13,9 @@
 //!   backoff (100 ms doubling to 5 s) before polling again, which reconnects.
 //! - the **feeder** hands the messages to the live driver in order and acknowledges each one
 //!   only once the driver has taken it into its queue (manual acknowledgement), so a crash before
-//!   that makes the broker redeliver it. While the driver's queue is full, or while an output is
+//!   that makes the broker redeliver it. It never waits for the client to take an
+//!   acknowledgement (the poller drains the client's requests and may be waiting for the feeder):
+//!   due acknowledgements queue in order and go out as the client takes them. While the driver's queue is full, or while an output is
 //!   failing (the *gate* is closed, see [`crate::sink::health`]), the feeder holds its message
 //!   and takes no more; the messages not acknowledged then fill the broker's in-flight window
 //!   (mosquitto `max_inflight_messages`, rumqttd `max_inflight_count`), and the broker stops
@@ -32,6 +34,7 @@ use crate::live::{LiveSender, Message, Refused};
 use anyhow::Result;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use serde::Deserialize;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -280,6 +283,11 @@ async fn poll(
 
 /// The feeder: hands messages to the live driver in order, waiting while the gate is closed or
 /// the driver's queue is full, and acknowledges each once taken.
+///
+/// Acknowledgements never wait for the client: they go through the client's request queue,
+/// which only the poller drains, and the poller may itself be waiting for this task (a full
+/// hand-off queue). Awaiting an acknowledgement there deadlocked both tasks; so they wait here,
+/// in order, and are sent as the client takes them.
 async fn feed(
     mut hand_rx: mpsc::Receiver<(u64, Publish)>,
     client: AsyncClient,
@@ -287,8 +295,18 @@ async fn feed(
     sender: LiveSender,
     gate: Gate,
 ) {
-    let mut ack_failing = false;
-    while let Some((epoch, p)) = hand_rx.recv().await {
+    let mut acks = Acks { unsent: VecDeque::new(), failing: false };
+    loop {
+        acks.send(&client, &m);
+        let next = if acks.unsent.is_empty() {
+            hand_rx.recv().await
+        } else {
+            match tokio::time::timeout(Duration::from_millis(5), hand_rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => continue, // try the acknowledgements again
+            }
+        };
+        let Some((epoch, p)) = next else { break };
         let mut msg = Message { topic: p.topic.clone(), payload: p.payload.to_vec() };
         loop {
             if !gate() {
@@ -296,6 +314,7 @@ async fn feed(
                 if hand_rx.is_closed() {
                     return; // shutting down: leave it with the broker
                 }
+                acks.send(&client, &m);
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
@@ -303,6 +322,7 @@ async fn feed(
                 Ok(()) => break,
                 Err(Refused::Full(back)) => {
                     msg = back;
+                    acks.send(&client, &m);
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 Err(Refused::Stopped) => {
@@ -312,24 +332,43 @@ async fn feed(
             }
         }
         m.held.fetch_sub(1, Ordering::AcqRel);
-        // Taken by the dataflow: only now may the broker forget it — on the connection it came
-        // by (a PubAck on a later connection could acknowledge another message).
-        let sent = if m.epoch.load(Ordering::Acquire) == epoch {
-            client.ack(&p).await.map_err(|e| e.to_string())
-        } else {
-            Err("the connection it arrived on is gone".to_string())
-        };
-        match sent {
-            Ok(()) => ack_failing = false,
-            Err(reason) if p.qos != QoS::AtMostOnce => {
+        // Taken by the dataflow: only now may the broker forget it.
+        if p.qos != QoS::AtMostOnce {
+            acks.unsent.push_back((epoch, p));
+        }
+    }
+    acks.send(&client, &m);
+}
+
+/// Acknowledgements due (messages the dataflow took), in the order the messages came.
+struct Acks {
+    unsent: VecDeque<(u64, Publish)>,
+    /// Whether the last one failed (a failure is logged once per episode).
+    failing: bool,
+}
+
+impl Acks {
+    /// Sends the due acknowledgements the client takes now, in order; the rest wait.
+    fn send(&mut self, client: &AsyncClient, m: &MqttMetrics) {
+        while let Some((epoch, p)) = self.unsent.front() {
+            // Only on the connection it came by: a PubAck on a later connection could
+            // acknowledge another message (the broker redelivers this one).
+            if m.epoch.load(Ordering::Acquire) != *epoch {
                 m.ack_failures.fetch_add(1, Ordering::Relaxed);
-                if !ack_failing {
-                    ack_failing = true;
-                    tracing::warn!(%reason, topic = %p.topic,
-                        "MQTT acknowledgement not sent; the broker will redeliver (ingestion is idempotent)");
+                if !self.failing {
+                    self.failing = true;
+                    tracing::warn!(topic = %p.topic,
+                        "MQTT acknowledgement not sent: the connection it arrived on is gone; \
+                         the broker will redeliver (ingestion is idempotent)");
                 }
+                self.unsent.pop_front();
+                continue;
             }
-            Err(_) => {}
+            if client.try_ack(p).is_err() {
+                return; // the client's request queue is full (or closing): later
+            }
+            self.failing = false;
+            self.unsent.pop_front();
         }
     }
 }

@@ -29,10 +29,13 @@ Each *scenario* (see `SCENARIOS`) is one microscopic simulation, deterministic f
 Outputs per scenario, in the output directory: `NAME.city.geojson`, `NAME.jsonl.gz`,
 `NAME.truth.json` (`{"scenario", "start_ms", "end_ms", "hours", "rush_hours", "stalls":
 [{segment, lane, start_ms, end_ms, …}], "sumo_blockages": [{segment, lane, start_ms, end_ms,
-reason}]}`). Run:
+reason}]}`). With `--loops5m NAME`, scenario NAME also gets a 300-s twin of every loop
+(`period="300"`, same lane and position; passive, so the other files stay byte-identical) and
+`NAME.loops5m.json.gz`: SUMO's own 5-minute loop output, the truth of citybrain's 5-minute
+detector windows (see `loops_5m`). Run:
 
     pip install eclipse-sumo sumolib traci      # 1.28.0
-    python3 scripts/sumo/generate.py tests/fixtures/sumo            # every scenario
+    python3 scripts/sumo/generate.py tests/fixtures/sumo --loops5m grid2-stalls  # every scenario
     python3 scripts/sumo/generate.py OUT --only grid2-stalls        # one of them
 
 Each scenario takes well under a few minutes on two cores. The same seed gives the same
@@ -158,6 +161,9 @@ LOOP_M = 20.0  # loop position, metres before the lane's end
 TELEPORT_S = 300  # SUMO removes a car that has stood this long at the head of a lane
 
 
+LOOPS5M_SUFFIX = "__300"  # SUMO id suffix of a loop's 300-s twin (`--loops5m`)
+
+
 def detectors(net, work):
     """Writes one E1 loop per lane; returns (additional path, output path, loops)."""
     out = os.path.join(work, "e1.xml")
@@ -176,6 +182,24 @@ def detectors(net, work):
                         f'period="30" file="{out}"/>\n')
         f.write("</additional>\n")
     return path, out, loops
+
+
+def detectors_300(loops, work):
+    """Writes a 300-s twin of every loop (same lane and position, `period="300"`, its own
+    output file); returns (additional path, output path).
+
+    E1 loops are passive: they read vehicles and draw no random number, so the twins change
+    nothing in the simulation (the 30-s recording regenerates byte-identical with them).
+    """
+    out = os.path.join(work, "e1-300.xml")
+    path = os.path.join(work, "e1-300.add.xml")
+    with open(path, "w") as f:
+        f.write("<additional>\n")
+        for lid, _edge, _idx, pos, lane in loops:
+            f.write(f'  <inductionLoop id="{lid}{LOOPS5M_SUFFIX}" lane="{lane.getID()}" pos="{pos:.2f}" '
+                    f'period="300" file="{out}"/>\n')
+        f.write("</additional>\n")
+    return path, out
 
 
 def pick_stall_lanes(sc, net, loops, rng):
@@ -349,8 +373,40 @@ def recording(e1, loops):
     return [r[2] for r in rows]
 
 
-def generate(sc, out):
-    """Runs one scenario and writes its three files into `out`."""
+def loops_5m(e1_300, sc):
+    """SUMO's own 300-s loop output as citybrain's 5-minute detector windows (the independent
+    truth of `tests/incidents.rs` `detector_windows_equal_sumo_5_minute_loop_output`).
+
+    Per loop (its citybrain detector id) and window start (epoch ms, mapped from SUMO time as
+    the recording maps it; `T0_MS` is a multiple of 300 s, so SUMO's 300-s intervals are
+    citybrain's epoch-aligned 5-minute windows): `[start_ms, count, occupancy, speed_kmh]`,
+    with count = `nVehContrib`, occupancy = SUMO's % / 100 (unrounded by us: SUMO's 2
+    decimals of a percent are exact at 6 decimals of a fraction, and not clamped to 1) and
+    speed_kmh = m/s × 3.6 (exact at 3 decimals) or null where SUMO writes -1 (no vehicle).
+    """
+    if T0_MS % 300_000:
+        sys.exit("T0_MS is not a multiple of 300 s: SUMO's 300-s intervals would not be 5-minute windows")
+    loops = {}
+    for el in ET.parse(e1_300).getroot().iter("interval"):
+        begin, end = float(el.get("begin")), float(el.get("end"))
+        if end - begin < 299.5:  # a truncated last interval
+            continue
+        lid = el.get("id").removesuffix(LOOPS5M_SUFFIX)
+        speed = float(el.get("speed"))
+        loops.setdefault(lid, []).append(
+            [T0_MS + int(round(begin * 1000)), int(el.get("nVehContrib")),
+             round(float(el.get("occupancy")) / 100.0, 6),
+             round(speed * 3.6, 3) if speed >= 0 else None])
+    for rows in loops.values():
+        rows.sort()
+    return {"scenario": sc["name"], "source": "SUMO E1 inductionLoop, period 300 s, default precision",
+            "start_ms": T0_MS, "end_ms": T0_MS + sc["duration"] * 1000, "window_ms": 300_000,
+            "columns": ["start_ms", "count", "occupancy", "speed_kmh"],
+            "loops": dict(sorted(loops.items()))}
+
+
+def generate(sc, out, with_5m=False):
+    """Runs one scenario and writes its three files into `out` (four with `with_5m`)."""
     rng = random.Random(sc["seed"])
     work = tempfile.mkdtemp(prefix=f"sumo-{sc['name']}-")
     try:
@@ -358,6 +414,9 @@ def generate(sc, out):
         net = sumolib.net.readNet(netfile)
         routes = demand(sc, net, work, rng)
         add, e1, loops = detectors(net, work)
+        if with_5m:
+            add_300, e1_300 = detectors_300(loops, work)
+            add = f"{add},{add_300}"
         stalls = simulate(sc, netfile, routes, add, work, rng, net, loops)
         lines = recording(e1, loops)
         with open(os.path.join(out, f"{sc['name']}.city.geojson"), "w") as f:
@@ -370,6 +429,16 @@ def generate(sc, out):
                  "sumo_blockages": sumo_blockages(os.path.join(work, "sumo.log"), loops)}
         with open(os.path.join(out, f"{sc['name']}.truth.json"), "w") as f:
             json.dump(truth, f, indent=1)
+        if with_5m:
+            # A line per loop keeps the file diffable; gzip keeps it small.
+            truth5 = loops_5m(e1_300, sc)
+            text = "{" + ",\n".join(
+                f"{json.dumps(k)}:{json.dumps(v, separators=(',', ':'))}" for k, v in truth5.items()
+                if k != "loops") + ',\n"loops":{\n' + ",\n".join(
+                f"{json.dumps(k)}:{json.dumps(v, separators=(',', ':'))}" for k, v in truth5["loops"].items()
+            ) + "}}\n"
+            with gzip.GzipFile(os.path.join(out, f"{sc['name']}.loops5m.json.gz"), "wb", mtime=0) as f:
+                f.write(text.encode())
         print(f"{sc['name']}: {len(loops)} loops, {len(lines)} readings, {len(stalls)} stalls", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -379,11 +448,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out", help="output directory")
     ap.add_argument("--only", action="append", help="scenario name (repeatable)")
+    ap.add_argument("--loops5m", action="append", default=[], metavar="NAME",
+                    help="also write SUMO's own 300-s loop output of scenario NAME as "
+                         "NAME.loops5m.json.gz (repeatable)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     for sc in SCENARIOS:
         if not args.only or sc["name"] in args.only:
-            generate(sc, args.out)
+            generate(sc, args.out, with_5m=sc["name"] in args.loops5m)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 //! end, and at most one incident per two simulated rush hours across the runs without a stall.
 //! `cargo bench --bench incidents` prints the same table in release. Small hand-made feeds pin
 //! the cases the SUMO runs did not produce in isolation: a blocked lane a car slips past now and
-//! then, beside a lane queueing at every red light; signal and turning queues.
+//! then, beside a lane queueing at every red light; signal and turning queues. The 5-minute
+//! detector windows themselves are checked against SUMO's own 300-s loop output.
 
 #[path = "incidents/eval.rs"]
 mod eval;
@@ -35,6 +36,138 @@ fn two_workers_raise_the_same_incidents() {
     let two = eval::score("grid2-stalls", 2, &dir);
     assert!(one.alerts.contains("traffic.incident"));
     assert_eq!(one.alerts, two.alerts);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SUMO's 5-minute print precision and the 30-s values' rounding, derived: SUMO writes its E1
+/// occupancy in % and speed in m/s with 2 decimals (`--precision 2`, the default).
+///
+/// * Occupancy: the truth (SUMO's 300-s interval) is off its exact value by at most half a print
+///   unit, 0.005 % = 5e-5. Citybrain's window is the mean of ten 30-s readings, each SUMO's
+///   exact value off by at most 5e-5 (the generator's `/ 100` rounded to 4 decimals is exact),
+///   so their mean is off by at most 5e-5 too; SUMO's exact 300-s occupancy *is* the mean of its
+///   exact 30-s occupancies (the same occupied time over ten equal intervals). Hence
+///   |citybrain − SUMO| ≤ 1e-4, plus float slack.
+/// * Speed: the truth is off by at most 0.005 m/s = 0.018 km/h. Each 30-s reading is off by
+///   0.018 km/h from SUMO's print, plus the generator's rounding of m/s × 3.6 (3 decimals, the
+///   last one even, as 3.6 × k/100 = 36k/1000) to 2 decimals, at most 0.004 km/h; a count-weighted
+///   mean of readings each off by ≤ 0.022 km/h is off by ≤ 0.022 km/h. SUMO's exact 300-s speed
+///   (the mean over the vehicles of the 300 s) *is* the count-weighted mean of its exact 30-s
+///   means (the same vehicles). Hence |citybrain − SUMO| ≤ 0.040 km/h, plus float slack.
+const OCC_TOL: f64 = 1e-4 + 1e-9;
+const SPEED_TOL: f64 = 0.040 + 1e-9;
+
+#[test]
+fn detector_windows_equal_sumo_5_minute_loop_output() {
+    use citybrain::config::Settings;
+    use citybrain::replay::{BLOCK_BYTES, ReplayOptions, replay};
+    use serde_json::Value;
+    use std::collections::BTreeMap;
+    use std::io::Read;
+
+    // SUMO's own E1 output with `period="300"` on the very loops of the recording
+    // (`generate.py --loops5m grid2-stalls`): per loop, [start_ms, count, occupancy, speed_kmh].
+    let name = "grid2-stalls";
+    let fx = eval::fixtures();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(fx.join(format!("{name}.loops5m.json.gz"))).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    let truth: Value = serde_json::from_str(&text).unwrap();
+    let (start, end) = (truth["start_ms"].as_u64().unwrap(), truth["end_ms"].as_u64().unwrap());
+    assert_eq!(truth["window_ms"], 300_000);
+    assert_eq!(start % 300_000, 0, "SUMO's 300-s intervals are citybrain's epoch-aligned windows");
+    let loops = truth["loops"].as_object().unwrap();
+    let windows = ((end - start) / 300_000) as usize;
+
+    let dir = std::env::temp_dir().join(format!("citybrain-incidents-5m-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts = ReplayOptions {
+        city: fx.join(format!("{name}.city.geojson")),
+        input: fx.join(format!("{name}.jsonl.gz")),
+        out_lp: dir.join("out.lp"),
+        alerts_out: None,
+        dead_letter_out: Some(dir.join("dl.jsonl")),
+        workers: 1,
+        parsers: 1,
+        progress: false,
+        block_bytes: BLOCK_BYTES,
+    };
+    let summary = replay(&opts, &Settings::load(None).unwrap()).unwrap();
+    assert_eq!(summary.rejected.values().sum::<u64>(), 0, "rejected {:?}", summary.rejected);
+    // A reading for every loop and 30-s interval, so every 5-minute window has ten of them and
+    // none may be missing from the output (not even a window without a vehicle).
+    let readings = summary.accepted.values().sum::<u64>();
+    assert_eq!(readings, (loops.len() * windows * 10) as u64, "{:?}", summary.accepted);
+
+    // Citybrain's `traffic_detector` 5-minute points by (sensor, window start ms); a corrected
+    // window is written again, so the last point of a series and time counts.
+    let lp = std::fs::read_to_string(&opts.out_lp).unwrap();
+    let mut ours: BTreeMap<(String, u64), BTreeMap<String, f64>> = BTreeMap::new();
+    for line in lp.lines().filter(|l| l.starts_with("traffic_detector,")) {
+        assert!(!line.contains('\\'), "no escaped tag expected in {line}");
+        let (series, rest) = line.split_once(' ').unwrap();
+        let (fields, ns) = rest.rsplit_once(' ').unwrap();
+        let tags: BTreeMap<&str, &str> =
+            series.split(',').skip(1).filter_map(|t| t.split_once('=')).collect();
+        if tags["window"] != "5m" {
+            continue;
+        }
+        let ns: u64 = ns.parse().unwrap();
+        assert_eq!(ns % 1_000_000, 0);
+        let fields = fields
+            .split(',')
+            .map(|f| {
+                let (k, v) = f.split_once('=').unwrap();
+                (k.to_string(), v.trim_end_matches('i').parse::<f64>().unwrap())
+            })
+            .collect();
+        ours.insert((tags["sensor"].to_string(), ns / 1_000_000), fields);
+    }
+
+    let (mut compared, mut with_speed, mut max_occ, mut max_speed) = (0usize, 0usize, 0f64, 0f64);
+    let mut bad = Vec::new();
+    for (id, rows) in loops {
+        for row in rows.as_array().unwrap() {
+            let ts = row[0].as_u64().unwrap();
+            let (count, occ, speed) = (row[1].as_u64().unwrap(), row[2].as_f64().unwrap(), row[3].as_f64());
+            let Some(f) = ours.remove(&(id.clone(), ts)) else {
+                bad.push(format!("{id} @{ts}: no citybrain window (SUMO count {count}, occupancy {occ})"));
+                continue;
+            };
+            compared += 1;
+            if f["count"] != count as f64 || f["flow_vph"] != count as f64 * 12.0 {
+                bad.push(format!("{id} @{ts}: count {} flow {} ≠ SUMO {count}", f["count"], f["flow_vph"]));
+            }
+            let d = (f["occupancy"] - occ).abs();
+            max_occ = max_occ.max(d);
+            if d > OCC_TOL {
+                bad.push(format!("{id} @{ts}: occupancy {} ≠ SUMO {occ}", f["occupancy"]));
+            }
+            match (f.get("speed_kmh"), speed) {
+                (Some(a), Some(b)) => {
+                    with_speed += 1;
+                    max_speed = max_speed.max((a - b).abs());
+                    if (a - b).abs() > SPEED_TOL {
+                        bad.push(format!("{id} @{ts}: speed {a} ≠ SUMO {b} km/h (count {count})"));
+                    }
+                }
+                (None, None) => assert_eq!(count, 0, "{id} @{ts}: vehicles without a speed"),
+                (a, b) => bad.push(format!("{id} @{ts}: speed {a:?} vs SUMO {b:?} (count {count})")),
+            }
+        }
+    }
+    let extra: Vec<_> = ours.keys().take(5).collect();
+    assert!(ours.is_empty(), "{} citybrain windows SUMO does not have, e.g. {extra:?}", ours.len());
+    println!(
+        "{compared} windows compared ({} loops × {windows}), {with_speed} with a speed; \
+         max |Δ occupancy| {max_occ:.2e} (tolerance {OCC_TOL:.2e}), max |Δ speed| {max_speed:.4} km/h \
+         (tolerance {SPEED_TOL:.3})",
+        loops.len()
+    );
+    assert!(bad.is_empty(), "{} of {compared} windows differ from SUMO:\n{}", bad.len(), bad.join("\n"));
+    assert_eq!(compared, loops.len() * windows, "every loop's every 5-minute window");
+    assert!(compared >= 3_000 && loops.len() >= 100, "{compared} windows of {} loops", loops.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -242,6 +242,19 @@ fn a_far_future_message_and_redeliveries_change_nothing() {
 }
 
 /// A QoS 1 publisher whose event loop runs (and reconnects) in the background.
+/// Publishes `batch` at QoS 1, in order (each publish is queued; the client's event loop
+/// sends them).
+fn publish_all(rt: &tokio::runtime::Runtime, client: &rumqttc::AsyncClient, batch: &[Message]) {
+    rt.block_on(async {
+        for m in batch {
+            client
+                .publish(m.topic.clone(), rumqttc::QoS::AtLeastOnce, false, m.payload.clone())
+                .await
+                .unwrap();
+        }
+    })
+}
+
 fn publisher(
     port: u16,
     rt: &tokio::runtime::Runtime,
@@ -292,16 +305,7 @@ fn mqtt_through_a_broker_restart_loses_nothing_and_matches_replay() {
     wait_until("the publisher", 10, || pub_connects.load(SeqCst) >= 1);
     let msgs = messages(&lines);
     let (first, second) = msgs.split_at(msgs.len() / 2);
-    let publish = |batch: &[Message]| {
-        rt.block_on(async {
-            for m in batch {
-                pub_client
-                    .publish(m.topic.clone(), rumqttc::QoS::AtLeastOnce, false, m.payload.clone())
-                    .await
-                    .unwrap();
-            }
-        })
-    };
+    let publish = |batch: &[Message]| publish_all(&rt, &pub_client, batch);
     publish(first);
     let lm = live.metrics();
     wait_until("the first half", 30, || lm.accepted.load(SeqCst) == first.len() as u64);
@@ -732,14 +736,7 @@ fn mqtt_backpressure_keeps_the_connection_alive_past_its_keep_alive_and_loses_no
     let (pub_client, pub_connects) = publisher(broker.port, &rt);
     wait_until("the publisher", 10, || pub_connects.load(SeqCst) >= 1);
     let msgs = messages(&lines);
-    rt.block_on(async {
-        for m in &msgs {
-            pub_client
-                .publish(m.topic.clone(), rumqttc::QoS::AtLeastOnce, false, m.payload.clone())
-                .await
-                .unwrap();
-        }
-    });
+    publish_all(&rt, &pub_client, &msgs);
     // The dataflow is stalled: ingestion holds what it received (the broker's in-flight window)
     // and takes no more; meanwhile the keep-alive (5 s; the broker gives up after 7.5 s) must
     // keep the connection up.
@@ -788,16 +785,7 @@ fn mqtt_connection_killed_mid_feed_at_qos1_gives_the_output_of_no_reconnect() {
     let msgs = messages(&lines);
     let lm = live.metrics();
     let (first, second) = msgs.split_at(msgs.len() / 3);
-    let publish = |batch: &[Message]| {
-        rt.block_on(async {
-            for m in batch {
-                pub_client
-                    .publish(m.topic.clone(), rumqttc::QoS::AtLeastOnce, false, m.payload.clone())
-                    .await
-                    .unwrap();
-            }
-        })
-    };
+    let publish = |batch: &[Message]| publish_all(&rt, &pub_client, batch);
     publish(first);
     wait_until("the first third", 30, || lm.accepted.load(SeqCst) >= first.len() as u64);
     // Stall the dataflow so that messages are held unacknowledged, then cut the connection.

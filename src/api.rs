@@ -639,7 +639,8 @@ async fn alerts(
                 after: q.after,
                 limit: q.limit.unwrap_or(100).clamp(1, 1000),
             };
-            Ok(Json(s.hub.history(&query)?).into_response())
+            let hub = s.hub.clone();
+            Ok(Json(blocking(move || hub.history(&query)).await??).into_response())
         }
     }
 }
@@ -667,7 +668,15 @@ async fn ack(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?
     };
-    Ok(Json(s.hub.ack(&id, &caller.name, body.note, &caller.scope())?))
+    let (hub, scope, who) = (s.hub.clone(), caller.scope(), caller.name.clone());
+    // The ack waits until the alert store has it: off the async runtime.
+    Ok(Json(blocking(move || hub.ack(&id, &who, body.note, &scope)).await??))
+}
+
+/// Runs blocking work (the alert store's SQLite, dead-letter files) on tokio's blocking pool,
+/// never on an async worker thread.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("blocking task: {e}")))
 }
 
 /// Takes the payload of one topic of §2 (one JSON object or an array of them) over HTTP.
@@ -689,7 +698,8 @@ async fn ingest(
     }
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
         let why = Rejected::new(Reason::MalformedJson, e.to_string());
-        (s.reject)(&topic, &body, &why);
+        let (reject, topic, body) = (s.reject.clone(), topic.clone(), body.clone());
+        blocking(move || reject(&topic, &body, &why)).await?;
         return Err(ApiError::BadRequest(format!("payload is not JSON: {e}")));
     }
     (s.accepting)().map_err(ApiError::Unavailable)?;

@@ -559,9 +559,17 @@ fn run_with_mosquitto_and_victoria_metrics() {
         let target = MqttTarget { qos: 1, ..MqttTarget::new("127.0.0.1", broker.port) };
         let report = publish_lines(&target, lines.clone(), Pace::AsFastAsPossible, None).await.unwrap();
         assert_eq!(report.messages, lines.len() as u64);
-        let bad = vec![r#"{"topic":"city/traffic/detector/x","payload":{"sensor":"x"}}"#.to_string()];
+        // A malformed reading, and a real detector's reading stamped a day ahead of the wall
+        // clock (a sensor with a wrong clock): both dead-lettered, nothing else lost.
+        let mut ahead: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        ahead["payload"]["ts"] = (now.as_millis() as u64 + 86_400_000).into();
+        let bad = vec![
+            r#"{"topic":"city/traffic/detector/x","payload":{"sensor":"x"}}"#.to_string(),
+            ahead.to_string(),
+        ];
         publish_lines(&target, bad, Pace::AsFastAsPossible, None).await.unwrap();
-        let want = lines.len() as u64 + 1;
+        let want = lines.len() as u64 + 2;
         wait_for_metric(http, "citybrain_mqtt_messages_total", want, 90).await;
     });
     let interrupted =
@@ -570,7 +578,7 @@ fn run_with_mosquitto_and_victoria_metrics() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains(&format!("{} accepted, 1 dead-lettered", lines.len())), "{stderr}");
+    assert!(stderr.contains(&format!("{} accepted, 2 dead-lettered", lines.len())), "{stderr}");
 
     // Line protocol on disk, and the same points in the time-series server.
     let lp = std::fs::read_to_string(dir.join("data/lp/citybrain-000001.lp")).unwrap();
@@ -587,7 +595,7 @@ fn run_with_mosquitto_and_victoria_metrics() {
     assert!(stored >= distinct.len(), "VictoriaMetrics holds {stored} of {} segment points", distinct.len());
     let dead = std::fs::read_dir(dir.join("data/dead-letters")).unwrap().next().unwrap().unwrap().path();
     let dead = std::fs::read_to_string(dead).unwrap();
-    assert!(dead.contains("invalid_payload"), "{dead}");
+    assert!(dead.contains("invalid_payload") && dead.contains("future_ts"), "{dead}");
 }
 
 #[test]

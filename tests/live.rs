@@ -599,6 +599,85 @@ fn run_with_mosquitto_and_victoria_metrics() {
 }
 
 #[test]
+fn run_holds_input_while_its_line_protocol_cannot_be_written_and_loses_nothing() {
+    use citybrain_sim::publish::{MqttTarget, Pace, publish_lines};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let broker = Mosquitto::start(free_port());
+    let dir = common::scratch("run-lp-fails");
+    let (geojson, _city, lines, _) = scenario(10);
+    std::fs::write(dir.join("city.geojson"), &geojson).unwrap();
+    let http = free_port();
+    let data = dir.join("data");
+    let config = format!(
+        "city = {city:?}\ndata_dir = {data:?}\n[privacy]\npseudonym_key = \"run-test-key-0123456789\"\n\
+         [mqtt]\nport = {mqtt}\nclient_id = \"citybrain-lp-fails\"\n\
+         [http]\nlisten = \"127.0.0.1:{http}\"\n[live]\ntick_ms = 100\n",
+        city = dir.join("city.geojson").display().to_string(),
+        data = data.display().to_string(),
+        mqtt = broker.port,
+    );
+    std::fs::write(dir.join("citybrain.toml"), config).unwrap();
+    let child = citybrain()
+        .args(["run", "--duration", "180", "--config"])
+        .arg(dir.join("citybrain.toml"))
+        .spawn()
+        .unwrap();
+    let metric = |text: &str, name: &str| -> u64 {
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+    };
+    rt.block_on(async {
+        wait_ready(http).await;
+        tokio::time::sleep(Duration::from_millis(300)).await; // the SubAck
+        // The line-protocol directory turns into a regular file: no file can be written there.
+        let lp = data.join("lp");
+        std::fs::remove_dir_all(&lp).unwrap();
+        std::fs::write(&lp, b"not a directory").unwrap();
+        let target = MqttTarget { qos: 1, ..MqttTarget::new("127.0.0.1", broker.port) };
+        // A third of the feed closes windows, whose line protocol then cannot be written …
+        let (first, rest) = lines.split_at(lines.len() / 3);
+        publish_lines(&target, first.to_vec(), Pace::AsFastAsPossible, None).await.unwrap();
+        // The failure is loud: /readyz answers 503 naming the path, /metrics counts it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = reqwest::get(format!("http://127.0.0.1:{http}/readyz")).await.unwrap();
+            if r.status() == 503 {
+                let body = r.text().await.unwrap();
+                assert!(body.contains("line_protocol") && body.contains("lp"), "{body}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "/readyz never reported the failing output");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // … and the rest is held back meanwhile: the broker keeps what is not acknowledged.
+        let rest = rest.to_vec();
+        let publishing =
+            tokio::spawn(async move { publish_lines(&target, rest, Pace::AsFastAsPossible, None).await });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let text =
+            reqwest::get(format!("http://127.0.0.1:{http}/metrics")).await.unwrap().text().await.unwrap();
+        assert!(text.contains("citybrain_output_failing{output=\"line_protocol\"} 1"), "{text}");
+        assert!(metric(&text, "citybrain_ingest_accepted_total") < lines.len() as u64, "input was not held");
+        // The directory comes back: everything is written and taken, nothing lost.
+        std::fs::remove_file(&lp).unwrap();
+        std::fs::create_dir(&lp).unwrap();
+        wait_ready(http).await;
+        let report = publishing.await.unwrap().unwrap();
+        assert_eq!(report.messages, (lines.len() - lines.len() / 3) as u64);
+        wait_for_metric(http, "citybrain_ingest_accepted_total", lines.len() as u64, 90).await;
+    });
+    let interrupted =
+        std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(interrupted.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut lp = String::new();
+    for f in std::fs::read_dir(data.join("lp")).unwrap() {
+        lp += &std::fs::read_to_string(f.unwrap().path()).unwrap();
+    }
+    assert_eq!(final_windows(&lp), replay_windows("lp-fails", &geojson, &lines, 1));
+}
+
+#[test]
 fn a_burst_of_batches_is_never_judged_late() {
     // Three hours of readings in batches of 100, sent as fast as possible: far more event time
     // than the retention passes through the queue within a second. Nothing may look late just

@@ -21,6 +21,17 @@ fn start(city: &Arc<CityModel>, speed: f64) -> (Live, Delivered, Arc<Mutex<Vec<S
 }
 
 fn start_with(city: &Arc<CityModel>, speed: f64, queue: usize) -> (Live, Delivered, Arc<Mutex<Vec<String>>>) {
+    start_pausable(city, speed, queue, Arc::default())
+}
+
+/// A live driver on two workers collecting its output and rejections; its output sink blocks
+/// while `paused` is set (the dataflow stalls, its queue fills, and ingestion is backpressured).
+fn start_pausable(
+    city: &Arc<CityModel>,
+    speed: f64,
+    queue: usize,
+    paused: Arc<std::sync::atomic::AtomicBool>,
+) -> (Live, Delivered, Arc<Mutex<Vec<String>>>) {
     let delivered: Delivered = Arc::default();
     let rejected: Arc<Mutex<Vec<String>>> = Arc::default();
     let (d, r) = (delivered.clone(), rejected.clone());
@@ -37,6 +48,9 @@ fn start_with(city: &Arc<CityModel>, speed: f64, queue: usize) -> (Live, Deliver
         Arc::new(Config::default()),
         opts,
         Arc::new(move |t, mut records| {
+            while paused.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             pipeline::consolidate_batch(&mut records);
             d.lock().unwrap().push((t, records));
         }),
@@ -740,32 +754,10 @@ fn run_without_a_broker_stops_cleanly() {
 // parts 2 and 5).
 // ---------------------------------------------------------------------------------------------
 
-/// A live driver whose output sink blocks while `paused` is set:
-/// the dataflow stalls, its queue fills, and MQTT ingestion is backpressured.
+/// [`start_pausable`] at wall speed with a 64-message queue. A rejection would show as a
+/// window that differs from replay's.
 fn pausable_live(city: &Arc<CityModel>, paused: Arc<std::sync::atomic::AtomicBool>) -> (Live, Delivered) {
-    let delivered: Delivered = Arc::default();
-    let d = delivered.clone();
-    let opts = LiveOptions {
-        workers: 2,
-        tick: Duration::from_millis(40),
-        queue: 64,
-        pseudonym_key: b"live-test-key-123".to_vec(),
-        ..LiveOptions::default()
-    };
-    let live = Live::start(
-        city.clone(),
-        Arc::new(Config::default()),
-        opts,
-        Arc::new(move |t, mut records| {
-            while paused.load(std::sync::atomic::Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            pipeline::consolidate_batch(&mut records);
-            d.lock().unwrap().push((t, records));
-        }),
-        Arc::new(|topic: &str, _: &[u8], why| panic!("rejected on {topic}: {why}")),
-    )
-    .unwrap();
+    let (live, delivered, _) = start_pausable(city, 1.0, 64, paused);
     (live, delivered)
 }
 

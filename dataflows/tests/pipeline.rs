@@ -21,6 +21,24 @@ const CITY: &str = r#"{"type":"FeatureCollection","features":[
   {"type":"Feature","geometry":{"type":"Point","coordinates":[0.3,0.5]},"properties":{"kind":"detector","id":"k1","segment":"s1","lane":1}}
 ]}"#;
 
+/// Builds the city dataflow on `worker`; `on_out` gets every delivered batch, consolidated.
+fn build(
+    worker: &mut timely::worker::Worker,
+    city: &Arc<CityModel>,
+    cfg: &Arc<Config>,
+    mut on_out: impl FnMut(Ms, Vec<(Out, isize)>) + 'static,
+) -> (pipeline::Inputs, timely::dataflow::ProbeHandle<Ms>) {
+    worker.dataflow::<Ms, _, _>(|scope| {
+        let (inputs, out) = pipeline::build(scope, city.clone(), cfg.clone());
+        let (probe, out) = out.probe();
+        pipeline::deliver(out, move |t, mut records| {
+            pipeline::consolidate_batch(&mut records);
+            on_out(t, records);
+        });
+        (inputs, probe)
+    })
+}
+
 /// Feeds `rounds` (each a list of payloads, then the watermark that ends the round) through the
 /// city dataflow on `workers` workers; returns every delivered batch, consolidated.
 fn drive(rounds: &[(Vec<String>, Ms)], workers: usize) -> Vec<(Ms, Vec<(Out, isize)>)> {
@@ -32,15 +50,8 @@ fn drive(rounds: &[(Vec<String>, Ms)], workers: usize) -> Vec<(Ms, Vec<(Out, isi
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let sink = sink.clone();
-        let (mut inputs, probe) = worker.dataflow::<Ms, _, _>(|scope| {
-            let (inputs, out) = pipeline::build(scope, city.clone(), cfg.clone());
-            let (probe, out) = out.probe();
-            pipeline::deliver(out, move |t, mut records| {
-                pipeline::consolidate_batch(&mut records);
-                sink.lock().unwrap().push((t, records));
-            });
-            (inputs, probe)
-        });
+        let (mut inputs, probe) =
+            build(worker, &city, &cfg, move |t, records| sink.lock().unwrap().push((t, records)));
         let decoder = Decoder::new("city/", Pseudonymizer::new(b"k".to_vec()));
         let mut ingest = Ingest::new(city.clone(), &cfg);
         for (payloads, watermark) in rounds.iter() {
@@ -227,19 +238,13 @@ fn run_rounds(rounds: &Rounds, workers: usize) -> (BTreeMap<DetWin, FlowSum>, Ve
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let sink = sink.clone();
-        let (mut inputs, probe) = worker.dataflow::<Ms, _, _>(|scope| {
-            let (inputs, out) = pipeline::build(scope, city.clone(), cfg.clone());
-            let (probe, out) = out.probe();
-            pipeline::deliver(out, move |_t, mut records| {
-                pipeline::consolidate_batch(&mut records);
-                let mut last = sink.lock().unwrap();
-                for (o, d) in records {
-                    if let (Out::Detector(w, v), 1) = (o, d) {
-                        last.insert(w, v);
-                    }
+        let (mut inputs, probe) = build(worker, &city, &cfg, move |_t, records| {
+            let mut last = sink.lock().unwrap();
+            for (o, d) in records {
+                if let (Out::Detector(w, v), 1) = (o, d) {
+                    last.insert(w, v);
                 }
-            });
-            (inputs, probe)
+            }
         });
         let mut ingest = Ingest::new(city.clone(), &cfg);
         let mut last_ts = 0;

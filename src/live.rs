@@ -35,8 +35,6 @@ use citybrain_dataflows::event::{Decoder, Event, Reason, Rejected};
 use citybrain_dataflows::ingest::{CheckedReading, Sequenced};
 use citybrain_dataflows::pipeline::Out;
 use citybrain_dataflows::pseudonym::Pseudonymizer;
-use citybrain_dataflows::time::window_end;
-use citybrain_dataflows::traffic::Win;
 use citybrain_dataflows::{CityModel, Config, Ms};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -237,8 +235,7 @@ impl Live {
             rounds.end_round(worker, RoundControl { reference: Some(wall.now()), ..RoundControl::default() });
             ctx.after_round(&mut rounds);
             // Close every window holding data; timers fire only up to the last event time seen.
-            let now = rounds.now();
-            rounds.finish(worker, &ended, |last| last.map_or(now, |l| window_end(l, Win::M5.ms())));
+            rounds.finish(worker, &ended);
         })
         .map_err(|e| anyhow::anyhow!("cannot start the dataflow workers: {e}"))?;
         Ok(Live { sender: LiveSender { queue: queue_tx }, stop, metrics, guards })
@@ -301,8 +298,9 @@ impl Ctx<'_> {
         self.metrics.messages.fetch_add(1, Ordering::Relaxed);
         let msg = Arc::new(msg);
         let decoder = self.decoder;
+        let latest = self.wall.now().saturating_add(self.max_future);
         decoder.decode(&msg.topic, &msg.payload, |res| {
-            match res.and_then(|ev| self.offer(&ev, &msg, rounds)) {
+            match res.and_then(|ev| self.offer(&ev, latest, &msg, rounds)) {
                 Ok(true) => {
                     self.metrics.accepted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -312,11 +310,18 @@ impl Ctx<'_> {
         });
     }
 
-    /// Offers one event: `Ok(false)` when it went to the worker owning its detector, which
-    /// judges (and counts) it when it takes it at the round's end.
-    fn offer(&self, ev: &Event<'_>, msg: &Arc<Message>, rounds: &mut WorkerRounds) -> Result<bool, Rejected> {
+    /// Offers one event stamped at most `latest` (else `future_ts`): `Ok(false)` when it went
+    /// to the worker owning its detector, which judges (and counts) it when it takes it at the
+    /// round's end.
+    fn offer(
+        &self,
+        ev: &Event<'_>,
+        latest: Ms,
+        msg: &Arc<Message>,
+        rounds: &mut WorkerRounds,
+    ) -> Result<bool, Rejected> {
         let ts = ev.ts().0;
-        if ts > self.wall.now().saturating_add(self.max_future) {
+        if ts > latest {
             let detail = format!("{} is ahead of the wall clock", citybrain_dataflows::time::format_ms(ts));
             return Err(Rejected::new(Reason::FutureTs, detail));
         }
@@ -341,12 +346,11 @@ impl Ctx<'_> {
         }
         for f in inbox.try_iter() {
             match rounds.ingest.offer_checked(f.item.reading, f.item.seq) {
-                Ok(()) => self.metrics.accepted.fetch_add(1, Ordering::Relaxed),
-                Err(rej) => {
-                    self.reject(&f.msg, &rej);
-                    0
+                Ok(()) => {
+                    self.metrics.accepted.fetch_add(1, Ordering::Relaxed);
                 }
-            };
+                Err(rej) => self.reject(&f.msg, &rej),
+            }
         }
     }
 

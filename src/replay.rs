@@ -46,8 +46,7 @@ use citybrain_dataflows::event::{Decoder, Event, Reason, Rejected, TopicKind};
 use citybrain_dataflows::ingest::{CheckedReading, Sequenced};
 use citybrain_dataflows::pipeline::Out;
 use citybrain_dataflows::pseudonym::Pseudonymizer;
-use citybrain_dataflows::time::{Ms, window_end};
-use citybrain_dataflows::traffic::Win;
+use citybrain_dataflows::time::Ms;
 use citybrain_dataflows::{CityModel, Config, lp};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -713,9 +712,7 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
         );
         // End of input: close every window holding data, fire timers only up to the last event
         // time seen, write nothing later (see the module docs).
-        let now = rounds.now();
-        let (end, last) =
-            rounds.finish(worker, &ended, |last| last.map_or(now, |l| window_end(l, Win::M5.ms())));
+        let (end, last) = rounds.finish(worker, &ended);
         let mut dead = Vec::new();
         for held in rounds.ingest.take_held() {
             let rej = Rejected::new(

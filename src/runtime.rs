@@ -10,7 +10,8 @@
 
 use citybrain_dataflows::ingest::Ingest;
 use citybrain_dataflows::pipeline::{self, Inputs, Out};
-use citybrain_dataflows::time::SourceClock;
+use citybrain_dataflows::time::{SourceClock, window_end};
+use citybrain_dataflows::traffic::Win;
 use citybrain_dataflows::{CityModel, Config, Ms};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -164,11 +165,6 @@ impl WorkerRounds {
         self.now
     }
 
-    /// The agreed city clock after the last round (`None` before any input).
-    pub fn clock(&self) -> Option<Ms> {
-        self.agreed
-    }
-
     /// Ends the round on every worker (all must call it): agrees on the clock, releases the
     /// updates due, advances the inputs and steps until the previous round is complete.
     /// Returns the new watermark and whether worker 0 asked to stop after this round.
@@ -200,24 +196,18 @@ impl WorkerRounds {
         (self.now, stop)
     }
 
-    /// Ends the input on every worker (all must call it): `end_of(last)` gives the last event
-    /// time to close windows up to, from the last event time seen (the latest reading applied to
-    /// a window on any worker; `None` without input). Releases everything due by that end
-    /// (inclusive) — liveness timers only up to the last event time seen, since the end of input
-    /// is not news — and waits until every output up to it has been computed. Returns the end
-    /// and the last event time seen.
-    /// `ended` learns both before anything past the last round is delivered, so the driver's
-    /// delivery can filter with it.
-    pub fn finish(
-        &mut self,
-        worker: &mut Worker,
-        ended: &EndOfInput,
-        end_of: impl FnOnce(Option<Ms>) -> Ms,
-    ) -> (Ms, Option<Ms>) {
+    /// Ends the input on every worker (all must call it): every window holding data closes —
+    /// the clock advances to the end of the 5-minute window that holds the last event time seen
+    /// (the latest reading applied to a window on any worker) — and timers fire only up to that
+    /// last event time, since the end of input is not news. Waits until every output up to the
+    /// end has been computed. `ended` learns both before anything past the last round is
+    /// delivered, so the driver's delivery can filter with it. Returns the end and the last event
+    /// time seen (`None` without input).
+    pub fn finish(&mut self, worker: &mut Worker, ended: &EndOfInput) -> (Ms, Option<Ms>) {
         // Every worker's last release is complete once all are here.
         self.clock.barrier.wait();
         let last = Some(self.clock.max_applied()).filter(|&m| m > 0);
-        let end = end_of(last).max(self.now);
+        let end = last.map_or(self.now, |l| window_end(l, Win::M5.ms()).max(self.now));
         ended.set(end, last);
         self.release(worker, end + 1, last.unwrap_or(0), end + 1);
         self.now = end + 1;

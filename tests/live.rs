@@ -761,6 +761,24 @@ fn pausable_live(city: &Arc<CityModel>, paused: Arc<std::sync::atomic::AtomicBoo
     (live, delivered)
 }
 
+/// MQTT ingestion with `cfg` into `live`, once its subscription is acknowledged, and a QoS 1
+/// publisher to the broker on `broker_port`, once connected.
+fn subscribed_ingest_and_publisher(
+    rt: &tokio::runtime::Runtime,
+    cfg: &citybrain::mqtt::MqttConfig,
+    live: &Live,
+    broker_port: u16,
+) -> (citybrain::mqtt::MqttIngest, Arc<citybrain::mqtt::MqttMetrics>, rumqttc::AsyncClient) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let ingest =
+        rt.block_on(async { citybrain::mqtt::MqttIngest::start(cfg, "city/", live.sender()) }).unwrap();
+    let im = ingest.metrics();
+    wait_until("the SubAck", 10, || im.subscribed.load(SeqCst));
+    let (pub_client, pub_connects) = publisher(broker_port, rt);
+    wait_until("the publisher", 10, || pub_connects.load(SeqCst) >= 1);
+    (ingest, im, pub_client)
+}
+
 /// A TCP proxy to `upstream` on a free port; `kill` drops every connection through it.
 struct Proxy {
     port: u16,
@@ -796,7 +814,7 @@ impl Proxy {
 #[test]
 
 fn mqtt_backpressure_keeps_the_connection_alive_past_its_keep_alive_and_loses_nothing() {
-    use citybrain::mqtt::{MqttConfig, MqttIngest};
+    use citybrain::mqtt::MqttConfig;
     use std::sync::atomic::Ordering::SeqCst;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let broker = Mosquitto::start(free_port());
@@ -809,11 +827,7 @@ fn mqtt_backpressure_keeps_the_connection_alive_past_its_keep_alive_and_loses_no
         keep_alive_s: 5,
         ..MqttConfig::default()
     };
-    let ingest = rt.block_on(async { MqttIngest::start(&cfg, "city/", live.sender()) }).unwrap();
-    let im = ingest.metrics();
-    wait_until("the SubAck", 10, || im.subscribed.load(SeqCst));
-    let (pub_client, pub_connects) = publisher(broker.port, &rt);
-    wait_until("the publisher", 10, || pub_connects.load(SeqCst) >= 1);
+    let (ingest, im, pub_client) = subscribed_ingest_and_publisher(&rt, &cfg, &live, broker.port);
     let msgs = messages(&lines);
     publish_all(&rt, &pub_client, &msgs);
     // The dataflow is stalled: ingestion holds what it received (the broker's in-flight window)
@@ -843,7 +857,7 @@ fn mqtt_connection_killed_mid_feed_at_qos1_gives_the_output_of_no_reconnect() {
     // The connection dies while messages are received but not yet acknowledged: the client
     // reconnects (persistent session), the broker redelivers, and the output is the same as
     // replaying the recording — the redelivered copies are duplicates, which change nothing.
-    use citybrain::mqtt::{MqttConfig, MqttIngest};
+    use citybrain::mqtt::MqttConfig;
     use std::sync::atomic::Ordering::SeqCst;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let broker = Mosquitto::start(free_port());
@@ -856,11 +870,7 @@ fn mqtt_connection_killed_mid_feed_at_qos1_gives_the_output_of_no_reconnect() {
         client_id: format!("citybrain-kill-{}", broker.port),
         ..MqttConfig::default()
     };
-    let ingest = rt.block_on(async { MqttIngest::start(&cfg, "city/", live.sender()) }).unwrap();
-    let im = ingest.metrics();
-    wait_until("the SubAck", 10, || im.subscribed.load(SeqCst));
-    let (pub_client, pub_connects) = publisher(broker.port, &rt);
-    wait_until("the publisher", 10, || pub_connects.load(SeqCst) >= 1);
+    let (ingest, im, pub_client) = subscribed_ingest_and_publisher(&rt, &cfg, &live, broker.port);
     let msgs = messages(&lines);
     let lm = live.metrics();
     let (first, second) = msgs.split_at(msgs.len() / 3);

@@ -294,11 +294,6 @@ impl Ingest {
         self.corrections
     }
 
-    /// Readings held because they are far ahead of the clock.
-    pub fn held(&self) -> usize {
-        self.held.len()
-    }
-
     /// Takes the readings still held (at the end of input: the `future_ts` dead letters), in
     /// input order.
     pub fn take_held(&mut self) -> Vec<Sequenced> {

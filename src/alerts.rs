@@ -26,7 +26,7 @@ impl AlertBook {
             if self.active.contains_key(key) {
                 return None;
             }
-            self.active.insert(*key, t);
+            self.active.insert(key.clone(), t);
             Some(Alert::raised(key, t, city))
         } else {
             let raised = self.active.remove(key)?;
@@ -52,14 +52,10 @@ impl AlertBook {
     ) -> (u64, Vec<Alert>) {
         pipeline::consolidate_batch(records);
         let (mut points, mut transitions) = (0, Vec::new());
+        points += lp::encode_batch(t, records, city, cfg, lp);
         for (out, diff) in records.iter() {
-            match out {
-                Out::Alert(key) => transitions.extend(self.apply(key, t, *diff, city)),
-                _ if *diff > 0 => {
-                    lp::encode(out, city, cfg, lp);
-                    points += 1;
-                }
-                _ => {}
+            if let Out::Alert(key) = out {
+                transitions.extend(self.apply(key, t, *diff, city));
             }
         }
         (points, transitions)

@@ -27,6 +27,7 @@ struct FileConfig {
     time: TimeConfig,
     ingest: IngestConfig,
     traffic: TrafficConfig,
+    emergency: citybrain_dataflows::config::EmergencyConfig,
     mqtt: MqttConfig,
     influxdb: Option<InfluxConfig>,
     http: HttpConfig,
@@ -203,8 +204,12 @@ impl Settings {
             }
             None => FileConfig::default(),
         };
-        let dataflow =
-            citybrain_dataflows::Config { time: file.time, ingest: file.ingest, traffic: file.traffic };
+        let dataflow = citybrain_dataflows::Config {
+            time: file.time,
+            ingest: file.ingest,
+            traffic: file.traffic,
+            emergency: file.emergency,
+        };
         dataflow.validate().map_err(|e| {
             anyhow::anyhow!("config {}: {e}", path.map(|p| p.display().to_string()).unwrap_or_default())
         })?;

@@ -10,8 +10,8 @@
 //! barrier lets its own queue fill while the other's progress advances the city-wide clock, and
 //! its backlog then looks late).
 //!
-//! A detector's readings are applied by the worker that owns it (detector index mod workers):
-//! whichever worker decodes a reading forwards it there, and every worker takes its forwarded
+//! A record is applied by the worker that owns its entity (detector, incident, unit:
+//! [`Record::owner`]): whichever worker decodes it forwards it there, and every worker takes its forwarded
 //! readings at the end of the round (after a barrier, so none is left behind). That keeps a
 //! detector's remembered readings in one place, which is what makes ingestion idempotent on
 //! any number of workers: a QoS 1 redelivery or an HTTP retry changes nothing.
@@ -32,7 +32,7 @@
 use crate::runtime::{EndOfInput, RoundControl, SharedClock, WorkerRounds};
 use anyhow::Result;
 use citybrain_dataflows::event::{Decoder, Event, Reason, Rejected};
-use citybrain_dataflows::ingest::{CheckedReading, Sequenced};
+use citybrain_dataflows::ingest::Record;
 use citybrain_dataflows::pipeline::Out;
 use citybrain_dataflows::pseudonym::Pseudonymizer;
 use citybrain_dataflows::{CityModel, Config, Ms};
@@ -264,10 +264,11 @@ impl Live {
     }
 }
 
-/// A detector reading on its way to the worker that owns it, with the message it came in (for
+/// A record on its way to the worker that owns its entity, with the message it came in (for
 /// a dead letter).
 struct Forwarded {
-    item: Sequenced,
+    seq: u64,
+    record: Record,
     msg: Arc<Message>,
 }
 
@@ -325,16 +326,14 @@ impl Ctx<'_> {
             let detail = format!("{} is ahead of the wall clock", citybrain_dataflows::time::format_ms(ts));
             return Err(Rejected::new(Reason::FutureTs, detail));
         }
-        let Event::Detector(r) = ev else { return rounds.ingest.offer(ev).map(|()| true) };
-        let reading = CheckedReading::check(self.city, r)?;
+        let record = Record::check(self.city, ev)?;
         let seq = self.arrivals.fetch_add(1, Ordering::Relaxed);
-        let owner = reading.det as usize % self.owners.len();
+        let owner = record.owner(self.owners.len());
         if owner == self.index {
-            return rounds.ingest.offer_checked(reading, seq).map(|()| true);
+            return rounds.ingest.offer_record(record, seq).map(|()| true);
         }
-        let item = Sequenced { seq, reading };
         // The owner is alive while this worker is (they end together).
-        let _ = self.owners[owner].send(Forwarded { item, msg: msg.clone() });
+        let _ = self.owners[owner].send(Forwarded { seq, record, msg: msg.clone() });
         Ok(false)
     }
 
@@ -345,7 +344,7 @@ impl Ctx<'_> {
             barrier.wait();
         }
         for f in inbox.try_iter() {
-            match rounds.ingest.offer_checked(f.item.reading, f.item.seq) {
+            match rounds.ingest.offer_record(f.record, f.seq) {
                 Ok(()) => {
                     self.metrics.accepted.fetch_add(1, Ordering::Relaxed);
                 }

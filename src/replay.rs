@@ -43,7 +43,7 @@ use crate::config::Settings;
 use crate::runtime::{EndOfInput, RoundControl, SharedClock, WorkerRounds};
 use anyhow::{Context, Result};
 use citybrain_dataflows::event::{Decoder, Event, Reason, Rejected, TopicKind};
-use citybrain_dataflows::ingest::{CheckedReading, Sequenced};
+use citybrain_dataflows::ingest::{CheckedReading, Held, Record};
 use citybrain_dataflows::pipeline::Out;
 use citybrain_dataflows::pseudonym::Pseudonymizer;
 use citybrain_dataflows::time::Ms;
@@ -197,8 +197,8 @@ struct LineRef {
 enum Item {
     /// A detector reading, checked against the city model.
     Reading(LineRef, CheckedReading),
-    /// A valid event of another domain: the worker decodes its line again and offers it.
-    Other(LineRef),
+    /// A record of another domain, checked once by the parser.
+    Record(LineRef, Record),
 }
 
 /// One parser's output for one worker and round.
@@ -233,19 +233,18 @@ struct Stats {
 }
 
 impl Stats {
-    /// [`Stats::reject`] for a reading handed back by the ingest after its line is gone: the
-    /// topic is rebuilt from the detector id (the contract's topic for it).
-    fn reject_reading(
+    /// [`Stats::reject`] for a record handed back by the ingest after its line is gone: the
+    /// topic is rebuilt from the entity it names (the contract's topic for it).
+    fn reject_held(
         &mut self,
         dead: &mut Vec<DeadLine>,
-        r: &Sequenced,
+        h: &Held,
         city: &CityModel,
         decoder: &Decoder,
         rej: Rejected,
     ) {
-        let at = LineRef { number: r.seq, element: 0, block: 0, start: 0, end: 0 };
-        let topic =
-            format!("{}traffic/detector/{}", decoder.prefix(), city.detectors[r.reading.det as usize].id);
+        let at = LineRef { number: h.seq, element: 0, block: 0, start: 0, end: 0 };
+        let topic = format!("{}{}", decoder.prefix(), h.record.topic(city));
         self.reject(dead, &at, Some(&topic), rej);
     }
 
@@ -393,10 +392,8 @@ fn parse_rounds(
                     let res = res.and_then(|ev| match &ev {
                         Event::Detector(r) => CheckedReading::check(&city, r)
                             .map(|c| items[c.det as usize % workers].push(Item::Reading(at, c))),
-                        _ => {
-                            items[(number % workers as u64) as usize].push(Item::Other(at));
-                            Ok(())
-                        }
+                        other => Record::check(&city, other)
+                            .map(|rec| items[rec.owner(workers)].push(Item::Record(at, rec))),
                     });
                     if let Err(rej) = res {
                         stats.reject(&mut dead, &at, topic, rej);
@@ -691,7 +688,7 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
                 let Ok(parsed) = rx.recv() else { break 'rounds };
                 let i1 = Instant::now();
                 t_wait += (i1 - i0).as_secs_f64();
-                offer_parsed(&parsed, &decoder, &mut rounds, &mut stats, &mut dead);
+                offer_parsed(&parsed, &decoder, &city, &mut rounds, &mut stats, &mut dead);
                 t_offer += i1.elapsed().as_secs_f64();
             }
             let i2 = Instant::now();
@@ -719,15 +716,18 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
                 Reason::FutureTs,
                 format!(
                     "{} ahead of every other source at the end of input",
-                    citybrain_dataflows::time::format_ms(held.reading.ts)
+                    citybrain_dataflows::time::format_ms(held.record.ts())
                 ),
             );
-            stats.reject_reading(&mut dead, &held, &city, &decoder, rej);
+            stats.reject_held(&mut dead, &held, &city, &decoder, rej);
         }
         let _ = tx.as_ref().map(|tx| tx.send(ToWriter::FinalDeadLetters(dead)));
         stats.duplicates = rounds.ingest.duplicates();
         stats.corrections = rounds.ingest.corrections();
-        stats.accepted[TopicKind::Detector as usize] -= stats.duplicates;
+        let e = &rounds.ingest.emergency;
+        stats.accepted[TopicKind::Detector as usize] -= rounds.ingest.traffic.duplicates();
+        stats.accepted[TopicKind::Incident as usize] -= e.duplicates_of(TopicKind::Incident);
+        stats.accepted[TopicKind::Unit as usize] -= e.duplicates_of(TopicKind::Unit);
         drop(rounds);
         (stats, last.map(|_| end))
     })
@@ -780,6 +780,7 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
 fn offer_parsed(
     parsed: &Parsed,
     decoder: &Decoder,
+    city: &CityModel,
     rounds: &mut WorkerRounds,
     stats: &mut Stats,
     dead: &mut Vec<DeadLine>,
@@ -799,18 +800,15 @@ fn offer_parsed(
                     stats.reject(dead, at, topic.as_deref(), rej);
                 }
             },
-            Item::Other(at) => {
-                let mut element = 0;
-                decoder.decode_line(line(at), |topic, res| {
-                    // The parser kept this element; the others of its line went their own way.
-                    if element == at.element {
-                        match res.and_then(|ev| rounds.ingest.offer(&ev).map(|()| ev.kind())) {
-                            Ok(kind) => stats.accepted[kind as usize] += 1,
-                            Err(rej) => stats.reject(dead, at, topic, rej),
-                        }
+            Item::Record(at, record) => {
+                let kind = record.kind();
+                match rounds.ingest.offer_record(record.clone(), at.number) {
+                    Ok(()) => stats.accepted[kind as usize] += 1,
+                    Err(rej) => {
+                        let topic = format!("{}{}", decoder.prefix(), record.topic(city));
+                        stats.reject(dead, at, Some(&topic), rej)
                     }
-                    element += 1;
-                });
+                }
             }
         }
     }

@@ -171,7 +171,7 @@ impl WorkerRounds {
     pub fn end_round(&mut self, worker: &mut Worker, control: RoundControl) -> (Ms, bool) {
         let shared = self.clock.clone();
         if let Ok(mut s) = shared.sources.lock() {
-            s.merge(self.ingest.sources());
+            s.merge(&self.ingest.sources());
         }
         if worker.index() == 0 {
             shared.floor.fetch_max(control.idle_floor.unwrap_or(0), Ordering::AcqRel);

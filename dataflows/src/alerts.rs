@@ -22,6 +22,14 @@ pub enum Rule {
     TrafficCongestion,
     /// A detector that stopped reporting.
     TrafficDetectorOffline,
+    /// A serious incident not dispatched in time.
+    EmergencyUnassigned,
+    /// A unit's travel to an incident beyond its limit.
+    EmergencyResponseSla,
+    /// A district with none of its units of a type available.
+    EmergencyCoverageGap,
+    /// Many more incidents in a district than usual.
+    EmergencySurge,
 }
 
 impl Rule {
@@ -31,6 +39,10 @@ impl Rule {
             Rule::TrafficIncident => "traffic.incident",
             Rule::TrafficCongestion => "traffic.congestion",
             Rule::TrafficDetectorOffline => "traffic.detector_offline",
+            Rule::EmergencyUnassigned => "emergency.unassigned",
+            Rule::EmergencyResponseSla => "emergency.response_sla",
+            Rule::EmergencyCoverageGap => "emergency.coverage_gap",
+            Rule::EmergencySurge => "emergency.surge",
         }
     }
 
@@ -38,6 +50,10 @@ impl Rule {
     pub fn domain(self) -> &'static str {
         match self {
             Rule::TrafficIncident | Rule::TrafficCongestion | Rule::TrafficDetectorOffline => "traffic",
+            Rule::EmergencyUnassigned
+            | Rule::EmergencyResponseSla
+            | Rule::EmergencyCoverageGap
+            | Rule::EmergencySurge => "emergency",
         }
     }
 
@@ -48,7 +64,12 @@ impl Rule {
         match self {
             Rule::TrafficIncident => Some(crate::time::MINUTE),
             Rule::TrafficCongestion => Some(5 * crate::time::MINUTE),
-            Rule::TrafficDetectorOffline => None,
+            // Timers and states: they fire on the clock alone.
+            Rule::TrafficDetectorOffline
+            | Rule::EmergencyUnassigned
+            | Rule::EmergencyResponseSla
+            | Rule::EmergencyCoverageGap
+            | Rule::EmergencySurge => None,
         }
     }
 
@@ -58,6 +79,8 @@ impl Rule {
             Rule::TrafficIncident => Severity::Critical,
             Rule::TrafficCongestion => Severity::Warning,
             Rule::TrafficDetectorOffline => Severity::Info,
+            Rule::EmergencyUnassigned | Rule::EmergencyResponseSla => Severity::Critical,
+            Rule::EmergencyCoverageGap | Rule::EmergencySurge => Severity::Warning,
         }
     }
 }
@@ -207,7 +230,7 @@ impl Alert {
 }
 
 /// What an alert is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Subject {
     /// A lane of a segment.
     Lane {
@@ -220,10 +243,26 @@ pub enum Subject {
     Detector(Idx),
     /// A district.
     District(Idx),
+    /// An emergency incident, with where it is.
+    Incident {
+        /// Incident id.
+        id: String,
+        /// District holding it.
+        district: Option<Idx>,
+        /// Cell holding it.
+        cell: Option<Idx>,
+    },
+    /// A district and a unit type.
+    DistrictUnits {
+        /// District.
+        district: Idx,
+        /// Unit type.
+        unit_type: crate::event::UnitType,
+    },
 }
 
 /// The identity of an alert: stable per (rule, subject).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AlertKey {
     /// The rule.
     pub rule: Rule,
@@ -258,7 +297,7 @@ impl AlertKey {
         let rule = self.rule;
         let cell_id = |c: Option<Idx>| c.map(|c| city.cells[c as usize].id.clone());
         let district_id = |d: Idx| Some(city.districts[d as usize].id.clone());
-        let (id_tail, subject, cell, district, message) = match self.subject {
+        let (id_tail, subject, cell, district, message) = match self.subject.clone() {
             Subject::Lane { segment, lane } => {
                 let s = &city.segments[segment as usize];
                 (
@@ -282,12 +321,42 @@ impl AlertKey {
             }
             Subject::District(d) => {
                 let dist = &city.districts[d as usize];
+                let message = match rule {
+                    Rule::EmergencySurge => {
+                        format!("District {} ({}) has a surge of emergency calls", dist.name, dist.id)
+                    }
+                    _ => format!("District {} ({}) is persistently congested", dist.name, dist.id),
+                };
                 (
                     dist.id.clone(),
                     serde_json::json!({ "district": dist.id }),
                     None,
                     Some(dist.id.clone()),
-                    format!("District {} ({}) is persistently congested", dist.name, dist.id),
+                    message,
+                )
+            }
+            Subject::Incident { id, district, cell } => {
+                let what = match rule {
+                    Rule::EmergencyResponseSla => "has no unit on scene within its travel-time limit",
+                    _ => "is not dispatched within the time limit",
+                };
+                (
+                    id.clone(),
+                    serde_json::json!({ "incident": &id }),
+                    cell_id(cell),
+                    district.and_then(district_id),
+                    format!("Incident {id} {what}"),
+                )
+            }
+            Subject::DistrictUnits { district, unit_type } => {
+                let dist = &city.districts[district as usize];
+                let t = unit_type.as_str();
+                (
+                    format!("{}:{t}", dist.id),
+                    serde_json::json!({ "district": dist.id, "unit_type": t }),
+                    None,
+                    Some(dist.id.clone()),
+                    format!("District {} ({}) has no {t} unit available", dist.name, dist.id),
                 )
             }
         };

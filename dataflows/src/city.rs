@@ -16,7 +16,7 @@
 //! (intersecting but not merely touching), run on the pairs whose bounding boxes meet.
 
 use crate::names::Names;
-use geo::{BoundingRect, Centroid, Geometry, Intersects, MultiPolygon, Point, Relate};
+use geo::{BoundingRect, Centroid, Geometry, Intersects, LineString, MultiPolygon, Point, Relate};
 use rstar::{AABB, RTree, primitives::GeomWithData, primitives::Rectangle};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -95,6 +95,8 @@ pub struct Segment {
     pub upstream: Vec<Idx>,
     /// Segments this one feeds.
     pub downstream: Vec<Idx>,
+    /// Its geometry (WGS84 lon/lat), from its start to its end in the direction of travel.
+    pub line: LineString<f64>,
 }
 
 /// A loop detector on one lane of a segment.
@@ -186,6 +188,10 @@ pub struct CityModel {
     cell_ix: Names,
     segment_ix: Names,
     detector_ix: Names,
+    /// Station ids; `station_of[n]` is the station of the `n`th distinct id (the first station
+    /// with that id: station ids are not checked for duplicates).
+    station_ix: Names,
+    station_of: Vec<Idx>,
     /// Detectors of each segment, by lane: `segment_lanes[s]` is sorted by lane.
     segment_lanes: Vec<Vec<(u32, Idx)>>,
     /// Each detector's segment, densely: hot paths read this instead of `detectors[d]`.
@@ -236,6 +242,8 @@ impl CityModel {
             cell_ix: Names::default(),
             segment_ix: Names::default(),
             detector_ix: Names::default(),
+            station_ix: Names::default(),
+            station_of: vec![],
             segment_lanes: vec![],
             detector_segment: vec![],
             detector_multi_lane: vec![],
@@ -356,6 +364,7 @@ impl CityModel {
                             .ok_or_else(|| fail(i, r, "missing property `road_class`"))?,
                         upstream,
                         downstream,
+                        line: line.clone(),
                     });
                 }
                 "detector" => {
@@ -381,6 +390,9 @@ impl CityModel {
                     let district = district_of(i, r, &m)?;
                     let kind =
                         r.kind_of_station.clone().ok_or_else(|| fail(i, r, "missing property `type`"))?;
+                    if m.station_ix.insert(&r.id).is_some() {
+                        m.station_of.push(m.stations.len() as Idx);
+                    }
                     m.stations.push(Station { id: r.id.clone(), kind, district, location });
                 }
                 _ => {}
@@ -451,6 +463,11 @@ impl CityModel {
     #[inline]
     pub fn segment_id(&self, segment: Idx) -> &str {
         self.segment_ix.name(segment)
+    }
+
+    /// The index of a station id (the first station with that id).
+    pub fn station(&self, id: &str) -> Option<Idx> {
+        self.station_ix.get(id).and_then(|n| self.station_of.get(n as usize).copied())
     }
 
     /// The index of a district id.
@@ -548,6 +565,15 @@ mod tests {
         assert_eq!(m.place(1.5, 0.5), (m.cell("c2"), m.district("d1")));
         assert_eq!(m.place(5.0, 5.0), (None, None));
         assert_eq!(m.officer_cells("o1").len(), 2);
+    }
+
+    #[test]
+    fn stations_by_id_and_segment_geometry() {
+        let m = CityModel::from_geojson_str(TINY).unwrap();
+        assert_eq!(m.station("st1"), Some(0));
+        assert_eq!(m.station("st9"), None);
+        assert_eq!(m.segments[1].line.0.first().map(|c| (c.x, c.y)), Some((1.1, 0.5)));
+        assert_eq!(m.segments[1].line.0.len(), 2);
     }
 
     /// The load error of `TINY` with `from` replaced by `to`.

@@ -15,138 +15,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-/// A loop-detector reading for one reporting interval (`city/traffic/detector/{id}`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DetectorReading<'a> {
-    /// Detector id (a `detector` of the city model).
-    #[serde(borrow)]
-    pub sensor: Cow<'a, str>,
-    /// Segment id the detector is on.
-    #[serde(borrow)]
-    pub segment: Cow<'a, str>,
-    /// Start of the interval.
-    pub ts: Ts,
-    /// Interval length, seconds (> 0).
-    pub interval_s: u32,
-    /// Vehicles counted in the interval.
-    pub count: u32,
-    /// Lane (informational; the city model's lane is authoritative).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lane: Option<u32>,
-    /// Flow rate as reported (informational; citybrain derives flow from `count`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flow_vph: Option<f64>,
-    /// Share of the interval the loop was occupied, 0..1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub occupancy: Option<f64>,
-    /// Mean speed of the counted vehicles, km/h; null when count = 0.
-    #[serde(default)]
-    pub speed_kmh: Option<f64>,
-}
-
-/// Incident lifecycle states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum IncidentStatus {
-    Reported,
-    Dispatched,
-    EnRoute,
-    OnScene,
-    Cleared,
-    Cancelled,
-}
-
-/// Incident types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum IncidentType {
-    Fire,
-    Medical,
-    Police,
-    Traffic,
-}
-
-/// An emergency incident event (`city/emergency/incident/{id}`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct IncidentEvent<'a> {
-    /// Incident id.
-    #[serde(borrow)]
-    pub incident: Cow<'a, str>,
-    /// Event time.
-    pub ts: Ts,
-    /// New status.
-    pub status: IncidentStatus,
-    /// Incident type.
-    #[serde(rename = "type")]
-    pub kind: IncidentType,
-    /// 1 = highest … 5.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub severity: Option<u8>,
-    /// Longitude.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lon: Option<f64>,
-    /// Latitude.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lat: Option<f64>,
-    /// The unit assigned (from dispatch on).
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<Cow<'a, str>>,
-    /// Free text.
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub note: Option<Cow<'a, str>>,
-}
-
-/// Emergency unit types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum UnitType {
-    FireEngine,
-    Ambulance,
-    Police,
-}
-
-/// Emergency unit states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum UnitStatus {
-    Available,
-    Dispatched,
-    EnRoute,
-    OnScene,
-    Returning,
-    OutOfService,
-}
-
-/// An emergency unit's status or position (`city/emergency/unit/{id}`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct UnitEvent<'a> {
-    /// Unit id.
-    #[serde(borrow)]
-    pub unit: Cow<'a, str>,
-    /// Event time.
-    pub ts: Ts,
-    /// Unit type.
-    #[serde(rename = "type")]
-    pub kind: UnitType,
-    /// Status.
-    pub status: UnitStatus,
-    /// Longitude.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lon: Option<f64>,
-    /// Latitude.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lat: Option<f64>,
-    /// Home station.
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub station: Option<Cow<'a, str>>,
-    /// Incident it is assigned to.
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub incident: Option<Cow<'a, str>>,
-}
+pub use crate::emergency::events::{
+    IncidentEvent, IncidentStatus, IncidentType, UnitEvent, UnitStatus, UnitType,
+};
+pub use crate::traffic::events::DetectorReading;
 
 /// Grid case lifecycle states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -514,7 +386,7 @@ fn schema_error(kind: TopicKind, e: serde_json::Error) -> Rejected {
     Rejected::new(reason, detail)
 }
 
-fn finite_in(v: Option<f64>, lo: f64, hi: f64, what: &str) -> Result<(), Rejected> {
+pub(crate) fn finite_in(v: Option<f64>, lo: f64, hi: f64, what: &str) -> Result<(), Rejected> {
     match v {
         Some(x) if !(x.is_finite() && (lo..=hi).contains(&x)) => {
             Err(Rejected::new(Reason::InvalidValue, format!("{what} {x} outside {lo}..{hi}")))
@@ -523,27 +395,9 @@ fn finite_in(v: Option<f64>, lo: f64, hi: f64, what: &str) -> Result<(), Rejecte
     }
 }
 
-fn lon_lat(lon: Option<f64>, lat: Option<f64>) -> Result<(), Rejected> {
+pub(crate) fn lon_lat(lon: Option<f64>, lat: Option<f64>) -> Result<(), Rejected> {
     finite_in(lon, -180.0, 180.0, "lon")?;
     finite_in(lat, -90.0, 90.0, "lat")
-}
-
-impl DetectorReading<'_> {
-    /// Range checks beyond the types.
-    pub fn validate(&self) -> Result<(), Rejected> {
-        if self.interval_s == 0 || self.interval_s > 3600 {
-            return Err(Rejected::new(
-                Reason::InvalidValue,
-                format!("interval_s {} outside 1..3600", self.interval_s),
-            ));
-        }
-        if self.count > 100_000 {
-            return Err(Rejected::new(Reason::InvalidValue, format!("count {} implausible", self.count)));
-        }
-        finite_in(self.occupancy, 0.0, 1.0, "occupancy")?;
-        finite_in(self.speed_kmh, 0.0, 400.0, "speed_kmh")?;
-        finite_in(self.flow_vph, 0.0, 1e7, "flow_vph")
-    }
 }
 
 impl Decoder {
@@ -655,15 +509,12 @@ impl Decoder {
             }
             TopicKind::Incident => {
                 let r: IncidentEvent = serde_json::from_str(text).map_err(err)?;
-                lon_lat(r.lon, r.lat)?;
-                if r.severity.is_some_and(|s| !(1..=5).contains(&s)) {
-                    return Err(Rejected::new(Reason::InvalidValue, "severity outside 1..5"));
-                }
+                r.validate()?;
                 Event::Incident(r)
             }
             TopicKind::Unit => {
                 let r: UnitEvent = serde_json::from_str(text).map_err(err)?;
-                lon_lat(r.lon, r.lat)?;
+                r.validate()?;
                 Event::Unit(r)
             }
             TopicKind::Case => {

@@ -1,523 +1,249 @@
-//! The ingest side of the dataflows: decoded events in, timed updates of the input collections out.
+//! The ingest side of the dataflows: every domain's records in, timed updates of the input
+//! collections out.
 //!
-//! One [`Ingest`] per worker. The input collections advance in *rounds*: a round ends when the
-//! watermark moves from `now` to `upto`. Every update the ingest side produces has an event time
-//! at which it must take effect, and [`Ingest::flush`] releases exactly the updates due by `upto`,
-//! each at `max(its time, now)`:
-//!
-//! * a window's sum is due when the window closes (its end): its result then appears exactly at
-//!   the end of the window, or at once as a correction when a late reading arrives after close;
-//! * the same sum is retracted `retention` after the window's end, so state stays bounded
-//!   without any clean-up pass;
-//! * a liveness span `[ts, ts + (k+1)·interval)` (for `traffic.detector_offline`) is inserted at
-//!   its start and retracted at its end — the offline timer fires on the watermark, and only up
-//!   to the `timers_upto` a driver gives (at the end of input: the last event time seen, so the
-//!   end of a recording or a shutdown reports nothing offline);
-//! * a detector's first reading marks it as `seen`.
-//!
-//! # Why a late reading never half-corrects its window
-//! A reading is accepted iff its 1-minute window's retraction time `end + retention` is after
-//! `now` (the watermark the round started from; its 5-minute window ends no earlier). In
-//! [`Ingest::flush`] the accepted sums are released first — at `max(now, end)`, with their
-//! retraction scheduled at `end + retention`, which is after `now` — and only then are the
-//! retractions due by `upto` applied, at their own times. So the late part of a window is
-//! retracted at exactly the instant its earlier part is, and the window's total goes from the
-//! full sum straight to nothing: the last value written for a window is always the exact total
-//! of every reading accepted into it. (Running the retractions first, as an earlier version
-//! did, retracted the late part one round later than the rest and wrote the late part alone as
-//! a "correction".) The property test in `dataflows/tests/pipeline.rs` checks this against a
-//! brute-force model for random readings, delays and round cuts on one and two workers.
-//!
-//! # Idempotence
-//! A reading's identity is its detector and `ts` (CONTRACT §1). Each detector keeps the readings
-//! it accepted while they can still change a window (until their 1-minute window's retention
-//! ends — exactly as long as a copy could be accepted at all). A second copy with the same
-//! content changes nothing and is counted in [`Ingest::duplicates`]; a copy with other content
-//! replaces the first: the difference of the two is added to the windows (a correction).
-//!
-//! # Readings far ahead
-//! A reading stamped more than `ingest.max_future_s` past the city's clock (see
-//! [`crate::time::SourceClock`]: one source far ahead of all others does not move it) waits in
-//! a held list instead of entering any window, and joins the others once the clock catches up.
-//! Whatever is still held at the end of input is handed back by [`Ingest::take_held`] for the
-//! dead letters (`future_ts`).
-//!
-//! # Speed
-//! Offering a reading only validates it and appends it to a *staged* list; [`Ingest::flush`]
-//! first sorts the staged readings by detector and input order and applies them in one sweep.
-//! The result is the same as applying each reading at once — sums do not depend on order, and a
-//! detector's own readings keep theirs — but the sweep walks the per-detector state in address
-//! order instead of jumping to a random detector per reading, which on a large city is mostly
-//! cache misses. Holding updates here until they are due, instead of handing differential
-//! updates dated in the future, matters too: an arrangement re-merges its pending future updates
-//! at every round until they come due. It also means an open window reaches differential once,
-//! fully summed, instead of once per reading ("feed differential little").
+//! A decoded [`Event`] is checked against the city model once, at the edge, into a
+//! [`Record`]: an owned, routable value. Each record has an owner worker
+//! ([`Record::owner`]: the detector, incident or unit it is about), and drivers hand it to that
+//! worker's [`Ingest`], so an entity's state lives in exactly one place for any number of
+//! workers. [`Ingest`] holds one ingest per domain and ends rounds for all of them together
+//! ([`Ingest::flush`]); the domains' own modules say how their updates are timed and why
+//! that is correct: [`crate::traffic::ingest`], [`crate::emergency::ingest`].
 
-use crate::city::{CityModel, Idx};
+use crate::city::CityModel;
 use crate::config::Config;
-use crate::event::{DetectorReading, Event, Reason, Rejected};
+use crate::emergency::events::{IncidentRecord, UnitRecord};
+use crate::emergency::ingest::{EmRecord, Ingest as EmergencyIngest};
+use crate::event::{Event, Rejected, TopicKind};
 use crate::pipeline::Inputs;
-use crate::time::{Ms, SECOND, Source, SourceClock, window_end, window_start};
-use crate::traffic::{DetWin, FlowSum, Win};
-use differential_dataflow::difference::{Abelian, Semigroup};
-use smallvec::SmallVec;
-use std::collections::{BTreeMap, VecDeque};
+use crate::time::{Ms, Source, SourceClock, source_of};
+use crate::traffic::ingest::Ingest as TrafficIngest;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-/// A liveness span of one detector: `[from, until)`, and whether its insertion was released.
-#[derive(Clone, Copy, Debug)]
-struct Span {
-    from: Ms,
-    until: Ms,
-    inserted: bool,
+pub use crate::traffic::events::CheckedReading;
+pub use crate::traffic::ingest::Sequenced;
+
+/// A validated record, checked against the city model, owned and ready to route.
+#[derive(Clone, Debug)]
+pub enum Record {
+    /// A detector reading.
+    Detector(CheckedReading),
+    /// An incident event.
+    Incident(IncidentRecord),
+    /// A unit report.
+    Unit(UnitRecord),
+    /// A record of a domain without a dataflow yet (grid, health): accepted as is; it moves the
+    /// clock like any validated record.
+    Other {
+        /// Topic family.
+        kind: TopicKind,
+        /// The clock's source key.
+        source: Source,
+        /// Event time.
+        ts: Ms,
+    },
 }
 
-/// A reading a detector accepted, kept for idempotence while it can still change a window:
-/// its content in 24 bytes, from which its exact [`FlowSum`] is rebuilt (10,000 detectors keep
-/// about 30 each).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Recent {
-    ts: Ms,
-    interval_s: u32,
-    count: u32,
-    /// Occupancy, ppm; −1 when none was reported.
-    occ_ppm: i32,
-    /// Speed, 0.001 km/h; −1 when none counts (none reported, or no vehicle).
-    speed_m: i32,
-}
+impl Record {
+    /// Checks a decoded event against the city model.
+    pub fn check(city: &CityModel, ev: &Event<'_>) -> Result<Record, Rejected> {
+        Ok(match ev {
+            Event::Detector(r) => Record::Detector(CheckedReading::check(city, r)?),
+            Event::Incident(e) => Record::Incident(IncidentRecord::check(e)),
+            Event::Unit(e) => Record::Unit(UnitRecord::check(city, e)?),
+            other => Record::Other { kind: other.kind(), source: other.source(), ts: other.ts().0 },
+        })
+    }
 
-impl Recent {
-    /// The content of one checked reading (exact: its sums are products of these parts).
-    fn of(r: &CheckedReading) -> Recent {
-        let s = &r.sum;
-        Recent {
-            ts: r.ts,
-            interval_s: r.interval_s,
-            count: s.count as u32,
-            occ_ppm: if s.occ_s > 0 { (s.occ_ppm_s / s.occ_s) as i32 } else { -1 },
-            speed_m: if s.speed_n > 0 { (s.speed_mk / s.speed_n) as i32 } else { -1 },
+    /// The topic family.
+    pub fn kind(&self) -> TopicKind {
+        match self {
+            Record::Detector(_) => TopicKind::Detector,
+            Record::Incident(_) => TopicKind::Incident,
+            Record::Unit(_) => TopicKind::Unit,
+            Record::Other { kind, .. } => *kind,
         }
     }
 
-    /// The reading's exact sums, as [`FlowSum::reading`] made them.
-    fn sum(&self) -> FlowSum {
-        let (i, c) = (self.interval_s as i64, self.count as i64);
-        let (occ, speed) = (self.occ_ppm as i64, self.speed_m as i64);
-        FlowSum {
-            count: c,
-            occ_s: if occ >= 0 { i } else { 0 },
-            occ_ppm_s: if occ >= 0 { occ * i } else { 0 },
-            speed_n: if speed >= 0 { c } else { 0 },
-            speed_mk: if speed >= 0 { speed * c } else { 0 },
+    /// Event time.
+    pub fn ts(&self) -> Ms {
+        match self {
+            Record::Detector(r) => r.ts,
+            Record::Incident(r) => r.ts,
+            Record::Unit(r) => r.ts,
+            Record::Other { ts, .. } => *ts,
         }
     }
-}
 
-/// What one detector has waiting to be released, and the readings it remembers.
-struct Pending {
-    /// Sums of windows that have not closed yet (or late ones not yet released). Inline: a
-    /// detector has a few open windows, and an extra heap indirection per reading costs a
-    /// cache miss.
-    windows: SmallVec<[(Win, Ms, FlowSum); 4]>,
-    /// Liveness spans not yet fully released.
-    spans: SmallVec<[Span; 2]>,
-    /// The first reading's time, until the `seen` insertion is released.
-    seen_at: Option<Ms>,
-    /// Accepted readings by `ts` (ascending), while a copy of them could still be accepted.
-    recent: VecDeque<Recent>,
-    /// When the oldest of `recent` can be forgotten (`Ms::MAX` while empty): checked here, the
-    /// sweep touches the readings themselves only when one is due.
-    recent_until: Ms,
-    /// Whether the detector is in the `active` list.
-    listed: bool,
-}
-
-impl Default for Pending {
-    fn default() -> Self {
-        Pending {
-            windows: SmallVec::new(),
-            spans: SmallVec::new(),
-            seen_at: None,
-            recent: VecDeque::new(),
-            recent_until: Ms::MAX,
-            listed: false,
-        }
-    }
-}
-
-impl Pending {
-    fn is_empty(&self) -> bool {
-        self.windows.is_empty() && self.spans.is_empty() && self.seen_at.is_none() && self.recent.is_empty()
-    }
-}
-
-/// A detector reading checked against the city model: its detector, interval and exact sums.
-///
-/// [`CheckedReading::check`] needs only the (immutable) city model, so a driver may run it on
-/// another thread than the worker's and hand the worker [`Ingest::offer_checked`]; this is
-/// what [`Ingest::offer`] does in one step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CheckedReading {
-    /// Detector index.
-    pub det: Idx,
-    /// Interval length, seconds.
-    pub interval_s: u32,
-    /// Start of the interval.
-    pub ts: Ms,
-    /// The interval's exact sums.
-    pub sum: FlowSum,
-}
-
-impl CheckedReading {
-    /// Checks a reading against the city model: its detector must exist and lie on the segment
-    /// the reading names, else it is `unknown_id`.
-    pub fn check(city: &CityModel, r: &DetectorReading<'_>) -> Result<CheckedReading, Rejected> {
-        let Some(det) = city.detector(&r.sensor) else {
-            return Err(Rejected::new(Reason::UnknownId, format!("unknown detector {:?}", r.sensor)));
-        };
-        let segment = city.detector_segment(det);
-        if city.segment_id(segment) != r.segment {
-            let detail = if city.segment(&r.segment).is_some() {
-                format!("detector {:?} is not on segment {:?}", r.sensor, r.segment)
-            } else {
-                format!("unknown segment {:?}", r.segment)
-            };
-            return Err(Rejected::new(Reason::UnknownId, detail));
-        }
-        let sum = FlowSum::reading(r.interval_s, r.count, r.occupancy, r.speed_kmh);
-        Ok(CheckedReading { det, interval_s: r.interval_s, ts: r.ts.0, sum })
-    }
-
-    /// The detector's source key for the city's clock.
+    /// The clock's source key (the entity that reported it).
     pub fn source(&self) -> Source {
-        detector_source(self.det)
+        match self {
+            Record::Detector(r) => r.source(),
+            Record::Incident(r) => source_of(TopicKind::Incident as u8, &r.id),
+            Record::Unit(r) => source_of(TopicKind::Unit as u8, &r.id),
+            Record::Other { source, .. } => *source,
+        }
+    }
+
+    /// The worker (of `workers`) that owns the record's entity: detectors by index, incidents
+    /// and units by a hash of their id (the same on every run and worker count).
+    pub fn owner(&self, workers: usize) -> usize {
+        let key = match self {
+            Record::Detector(r) => r.det as u64,
+            Record::Incident(r) => stable_hash(&r.id),
+            Record::Unit(r) => stable_hash(&r.id),
+            Record::Other { source, .. } => *source,
+        };
+        (key % workers.max(1) as u64) as usize
+    }
+
+    /// The topic below the prefix that names this record's entity (for dead letters written
+    /// after the message is gone): `traffic/detector/d-1`, `emergency/incident/i-7`, ….
+    pub fn topic(&self, city: &CityModel) -> String {
+        match self {
+            Record::Detector(r) => format!("traffic/detector/{}", city.detectors[r.det as usize].id),
+            Record::Incident(r) => format!("emergency/incident/{}", r.id),
+            Record::Unit(r) => format!("emergency/unit/{}", r.id),
+            Record::Other { kind, .. } => kind.path().to_string(),
+        }
     }
 }
 
-/// The clock's source key of a detector (a tag bit keeps it apart from the hashed keys of
-/// other entities in all but astronomically rare cases; a collision would only merge two
-/// witnesses into one).
-fn detector_source(det: Idx) -> Source {
-    (1 << 63) | det as Source
+/// A hash of an id that is the same in every process (FxHash of its bytes).
+fn stable_hash(id: &str) -> u64 {
+    let mut h = rustc_hash::FxHasher::default();
+    id.hash(&mut h);
+    h.finish().rotate_left(32)
 }
 
-/// A reading with its place in the input order (`seq`, the driver's numbering: `replay` uses
-/// the line number).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Sequenced {
-    /// Place in the input order.
+/// A record still held at the end of input (beyond the clock's horizon): `future_ts`.
+#[derive(Clone, Debug)]
+pub struct Held {
+    /// Its place in the input order.
     pub seq: u64,
-    /// The reading.
-    pub reading: CheckedReading,
+    /// The record.
+    pub record: Record,
 }
 
-/// Per-worker ingest state (see module docs).
+/// Per-worker ingest state of every domain.
 pub struct Ingest {
-    city: Arc<CityModel>,
-    retention: Ms,
-    offline_intervals: u64,
-    now: Ms,
-    pending: Vec<Pending>,
-    /// Detectors with something pending or remembered.
-    active: Vec<Idx>,
-    seen: Vec<bool>,
-    /// Window sums released earlier, by the time they are due to be retracted.
-    expiring: BTreeMap<Ms, Vec<(DetWin, FlowSum)>>,
-    /// Readings offered since the last flush, in arrival order.
-    staged: Vec<Sequenced>,
-    /// Readings beyond the clock's horizon, waiting for it (see module docs).
-    held: Vec<Sequenced>,
-    /// The `seq` [`Ingest::offer`] gives its next reading.
-    next_seq: u64,
-    /// Scratch for the order in which staged readings are applied.
-    order: Vec<u128>,
-    /// The sources this worker has seen, for the city's clock.
+    /// Detector readings.
+    pub traffic: TrafficIngest,
+    /// Incidents and units.
+    pub emergency: EmergencyIngest,
+    /// Sources of this worker's records (the traffic ingest keeps its own).
     sources: SourceClock,
-    /// The latest event time of an applied reading.
-    max_applied: Option<Ms>,
-    duplicates: u64,
-    corrections: u64,
+    next_seq: u64,
 }
 
 impl Ingest {
     /// A fresh ingest state for one worker.
     pub fn new(city: Arc<CityModel>, cfg: &Config) -> Self {
-        let n = city.detectors.len();
         Ingest {
-            city,
-            retention: cfg.traffic.retention_ms(),
-            offline_intervals: cfg.traffic.offline_intervals as u64,
-            now: 0,
-            pending: (0..n).map(|_| Pending::default()).collect(),
-            active: Vec::new(),
-            seen: vec![false; n],
-            expiring: BTreeMap::new(),
-            staged: Vec::new(),
-            held: Vec::new(),
-            next_seq: 0,
-            order: Vec::new(),
+            traffic: TrafficIngest::new(city.clone(), cfg),
+            emergency: EmergencyIngest::new(city, cfg),
             sources: SourceClock::default(),
-            max_applied: None,
-            duplicates: 0,
-            corrections: 0,
+            next_seq: 0,
         }
     }
 
-    /// Window sums released into the dataflow and not yet retracted: the logical size of the
-    /// windowed state this worker contributes. Bounded by the retention, not by the input.
-    pub fn live_windows(&self) -> usize {
-        self.expiring.values().map(Vec::len).sum()
-    }
-
-    /// The input time: the watermark at the end of the last round.
-    pub fn now(&self) -> Ms {
-        self.now
-    }
-
-    /// The sources this worker has seen (accepted records only), for the city's clock.
-    pub fn sources(&self) -> &SourceClock {
-        &self.sources
-    }
-
-    /// The latest event time of a reading applied to a window (held readings excluded).
-    pub fn max_applied(&self) -> Option<Ms> {
-        self.max_applied
-    }
-
-    /// Copies of readings already accepted that changed nothing (CONTRACT §1), so far.
-    pub fn duplicates(&self) -> u64 {
-        self.duplicates
-    }
-
-    /// Copies of readings already accepted that replaced them with other content, so far.
-    pub fn corrections(&self) -> u64 {
-        self.corrections
-    }
-
-    /// Takes the readings still held (at the end of input: the `future_ts` dead letters), in
-    /// input order.
-    pub fn take_held(&mut self) -> Vec<Sequenced> {
-        let mut held = std::mem::take(&mut self.held);
-        held.sort_unstable_by_key(|h| (h.seq, h.reading.det));
-        held
-    }
-
-    /// Offers one decoded event. Events of domains without a dataflow yet are accepted as is
-    /// (they move the clock like any validated record).
+    /// Checks and offers one decoded event, numbering it in offer order (for tests and simple
+    /// drivers; drivers that route records use [`Ingest::offer_record`]).
     pub fn offer(&mut self, event: &Event<'_>) -> Result<(), Rejected> {
-        match event {
-            Event::Detector(r) => {
-                let reading = CheckedReading::check(&self.city, r)?;
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                self.offer_checked(reading, seq)
+        let record = Record::check(&self.traffic_city(), event)?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.offer_record(record, seq)
+    }
+
+    fn traffic_city(&self) -> Arc<CityModel> {
+        self.traffic.city()
+    }
+
+    /// Offers a detector reading already checked (see [`TrafficIngest::offer_checked`]).
+    pub fn offer_checked(&mut self, reading: CheckedReading, seq: u64) -> Result<(), Rejected> {
+        self.traffic.offer_checked(reading, seq)
+    }
+
+    /// Offers one record; `seq` places it in the input order.
+    pub fn offer_record(&mut self, record: Record, seq: u64) -> Result<(), Rejected> {
+        match record {
+            Record::Detector(r) => self.traffic.offer_checked(r, seq),
+            Record::Incident(r) => {
+                let source = source_of(TopicKind::Incident as u8, &r.id);
+                let ts = r.ts;
+                self.emergency.offer(seq, EmRecord::Incident(r))?;
+                self.sources.observe(source, ts);
+                Ok(())
             }
-            other => {
-                self.sources.observe(other.source(), other.ts().0);
+            Record::Unit(r) => {
+                let source = source_of(TopicKind::Unit as u8, &r.id);
+                let ts = r.ts;
+                self.emergency.offer(seq, EmRecord::Unit(r))?;
+                self.sources.observe(source, ts);
+                Ok(())
+            }
+            Record::Other { source, ts, .. } => {
+                self.sources.observe(source, ts);
                 Ok(())
             }
         }
     }
 
-    /// Offers a reading already checked against the city model. `seq` places it in the input
-    /// order: a detector's readings are applied in increasing `seq` (ties in offer order), so
-    /// a driver that offers in another order (several parsers) still gets the same result.
-    /// [`Ingest::offer`] numbers its readings itself; a driver should use one of the two.
-    pub fn offer_checked(&mut self, reading: CheckedReading, seq: u64) -> Result<(), Rejected> {
-        if self.is_too_late(&reading) {
-            return Err(Rejected::new(Reason::TooLate, "older than the traffic retention"));
-        }
-        self.sources.observe(reading.source(), reading.ts);
-        self.staged.push(Sequenced { seq, reading });
-        Ok(())
+    /// The sources this worker has seen (accepted records only), for the city's clock.
+    pub fn sources(&self) -> SourceClock {
+        let mut s = self.sources;
+        s.merge(self.traffic.sources());
+        s
     }
 
-    /// Whether a reading's 1-minute window has been (or would have been) retracted by `now`.
-    fn is_too_late(&self, r: &CheckedReading) -> bool {
-        window_end(r.ts, Win::M1.ms()) + self.retention <= self.now
+    /// The latest event time applied to any domain's state (held records excluded).
+    pub fn max_applied(&self) -> Option<Ms> {
+        self.traffic.max_applied().max(self.emergency.max_applied())
     }
 
-    /// Applies the staged readings detector by detector (readings beyond `horizon` are held
-    /// instead, held ones within it join in).
-    ///
-    /// A held reading is never too late when it joins: it was held in the previous round, so it
-    /// lay beyond that round's horizon, which is at least its watermark (see [`Ingest::flush`])
-    /// — its window is still open.
-    fn apply_staged(&mut self, horizon: Ms) {
-        if self.held.iter().any(|h| h.reading.ts <= horizon) {
-            let (due, wait): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|h| h.reading.ts <= horizon);
-            self.held = wait;
-            debug_assert!(due.iter().all(|h| !self.is_too_late(&h.reading)));
-            self.staged.extend(due);
-        }
-        if self.staged.iter().any(|s| s.reading.ts > horizon) {
-            let held = &mut self.held;
-            self.staged.retain(|s| {
-                let keep = s.reading.ts <= horizon;
-                if !keep {
-                    held.push(*s);
-                }
-                keep
-            });
-        }
-        // Sort compact keys, not the readings: (detector, seq, position), unique by position, so
-        // equal (detector, seq) — the elements of one batch — keep their offer order.
-        let mut order = std::mem::take(&mut self.order);
-        order.clear();
-        order.extend(
-            self.staged
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.reading.det as u128) << 96 | (s.seq as u128) << 32 | i as u128),
-        );
-        order.sort_unstable();
-        for &key in &order {
-            let s = self.staged[key as u32 as usize];
-            self.apply(s.reading);
-        }
-        self.staged.clear();
-        self.order = order;
+    /// Identical copies of accepted records, so far.
+    pub fn duplicates(&self) -> u64 {
+        self.traffic.duplicates() + self.emergency.duplicates()
     }
 
-    /// Applies one reading: a new identity is accumulated, an identical copy is counted, a copy
-    /// with other content replaces the first.
-    fn apply(&mut self, r: CheckedReading) {
-        let p = &mut self.pending[r.det as usize];
-        let new = Recent::of(&r);
-        debug_assert_eq!(new.sum(), r.sum);
-        // Readings mostly come in time order: the common case is a push at the end.
-        let at = match p.recent.back() {
-            Some(last) if last.ts < r.ts => Err(p.recent.len()),
-            None => Err(0),
-            _ => p.recent.binary_search_by_key(&r.ts, |x| x.ts),
-        };
-        let delta = match at {
-            Err(i) if i == p.recent.len() && i > 0 => {
-                p.recent.push_back(new);
-                r.sum
-            }
-            Err(i) => {
-                p.recent.insert(i, new);
-                if i == 0 {
-                    p.recent_until = window_end(r.ts, Win::M1.ms()) + self.retention;
-                }
-                r.sum
-            }
-            Ok(i) => {
-                let old = p.recent[i];
-                if old == new {
-                    self.duplicates += 1;
-                    return;
-                }
-                self.corrections += 1;
-                p.recent[i] = new;
-                let mut delta = old.sum();
-                delta.negate();
-                delta.plus_equals(&r.sum);
-                delta
-            }
-        };
-        self.accumulate(r.det, r.ts, r.interval_s, delta);
+    /// Copies with other content that replaced the first, so far.
+    pub fn corrections(&self) -> u64 {
+        self.traffic.corrections() + self.emergency.corrections()
     }
 
-    /// Adds `sum` (a reading's, or a correction's difference) to its detector's open windows,
-    /// and extends the detector's liveness.
-    fn accumulate(&mut self, det: Idx, ts: Ms, interval_s: u32, sum: FlowSum) {
-        self.max_applied = self.max_applied.max(Some(ts));
-        let p = &mut self.pending[det as usize];
-        if !p.listed {
-            p.listed = true;
-            self.active.push(det);
-        }
-        // A detector has a handful of open windows: a linear scan beats hashing.
-        for win in Win::ALL {
-            let start = window_start(ts, win.ms());
-            match p.windows.iter_mut().find(|(w, s, _)| *w == win && *s == start) {
-                Some((_, _, acc)) => acc.plus_equals(&sum),
-                None => p.windows.push((win, start, sum)),
-            }
-        }
-        let until = ts + (self.offline_intervals + 1) * interval_s as Ms * SECOND;
-        if until > self.now {
-            // Extend a span this reading overlaps, unless that would move a released start.
-            let joins = p
-                .spans
-                .iter_mut()
-                .find(|s| ts <= s.until && s.from <= until && (!s.inserted || s.from <= ts));
-            match joins {
-                Some(s) => {
-                    s.from = s.from.min(ts);
-                    s.until = s.until.max(until);
-                }
-                None => p.spans.push(Span { from: ts, until, inserted: false }),
-            }
-        }
-        if !self.seen[det as usize] {
-            self.seen[det as usize] = true;
-            p.seen_at = Some(ts);
-        }
+    /// Window sums held live (see [`TrafficIngest::live_windows`]).
+    pub fn live_windows(&self) -> usize {
+        self.traffic.live_windows()
     }
 
-    /// Ends the round: applies the staged readings (holding those beyond `horizon`: the
-    /// city's clock plus `ingest.max_future_s`; it must be at least `upto`), releases every
-    /// update due by the new watermark `upto` into `inputs` (which must still be at the
-    /// previous watermark) — liveness retractions only up to `timers_upto` — then moves `now`
-    /// to `upto`. The caller advances the inputs to [`Ingest::now`] afterwards.
+    /// The input time: the watermark at the end of the last round.
+    pub fn now(&self) -> Ms {
+        self.traffic.now()
+    }
+
+    /// Takes the records still held at the end of input, in input order.
+    pub fn take_held(&mut self) -> Vec<Held> {
+        let mut held: Vec<Held> = self
+            .traffic
+            .take_held()
+            .into_iter()
+            .map(|h| Held { seq: h.seq, record: Record::Detector(h.reading) })
+            .collect();
+        held.extend(self.emergency.take_held().into_iter().map(|(seq, r)| Held {
+            seq,
+            record: match r {
+                EmRecord::Incident(r) => Record::Incident(r),
+                EmRecord::Unit(r) => Record::Unit(r),
+            },
+        }));
+        held.sort_by_key(|h| h.seq);
+        held
+    }
+
+    /// Ends the round for every domain (see [`TrafficIngest::flush`]).
     pub fn flush(&mut self, inputs: &mut Inputs, upto: Ms, horizon: Ms, timers_upto: Ms) {
-        let horizon = horizon.max(upto);
-        self.apply_staged(horizon);
-        let now = self.now;
-        let upto = upto.max(now);
-        let retention = self.retention;
-        let t = &mut inputs.traffic;
-        let expiring = &mut self.expiring;
-        let pending = &mut self.pending;
-        // Releases first, retractions after (see "Why a late reading never half-corrects").
-        // In detector order: the sweep walks `pending` in address order.
-        self.active.sort_unstable();
-        self.active.retain(|&det| {
-            let p = &mut pending[det as usize];
-            p.windows.retain(|&mut (win, start, sum)| {
-                let end = start + win.ms();
-                if end > upto {
-                    return true;
-                }
-                let key = DetWin { win, start, det };
-                t.windows.update_at(key, now.max(end), sum);
-                expiring.entry(end + retention).or_default().push((key, sum));
-                false
-            });
-            p.spans.retain_mut(|s| {
-                if !s.inserted && s.from <= upto {
-                    t.alive.update_at(det, now.max(s.from), 1);
-                    s.inserted = true;
-                }
-                if s.inserted && s.until <= upto.min(timers_upto) {
-                    t.alive.update_at(det, now.max(s.until), -1);
-                    return false;
-                }
-                true
-            });
-            if let Some(at) = p.seen_at.filter(|&at| at <= upto) {
-                t.seen.update_at(det, now.max(at), 1);
-                p.seen_at = None;
-            }
-            // Forget readings no copy of which could be accepted any more.
-            while p.recent_until <= upto {
-                p.recent.pop_front();
-                p.recent_until =
-                    p.recent.front().map_or(Ms::MAX, |r| window_end(r.ts, Win::M1.ms()) + retention);
-            }
-            p.listed = !p.is_empty();
-            p.listed
-        });
-        while let Some(due) = self.expiring.first_entry().filter(|e| *e.key() <= upto) {
-            let at = now.max(*due.key());
-            for (key, mut sum) in due.remove() {
-                sum.negate();
-                t.windows.update_at(key, at, sum);
-            }
-        }
-        self.now = upto;
+        self.traffic.flush(&mut inputs.traffic, upto, horizon, timers_upto);
+        self.emergency.flush(&mut inputs.emergency, upto, horizon);
     }
 }

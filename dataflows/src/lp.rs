@@ -1,5 +1,8 @@
 //! InfluxDB line protocol for the dataflow outputs (CONTRACT §6). Pure string formatting.
 //!
+//! Domains describe their measurements as rows through [`RowSink`] (each domain's
+//! `measure.rs`); [`LineProtocol`] is the one encoding of those rows.
+//!
 //! Windowed points are stamped with the window start, alerts with the event time of the
 //! transition; timestamps are nanoseconds. Values are written unrounded from the exact sums
 //! (the shortest decimal that reads back to the same `f64`, via `ryu`). Only insertions are written: a retraction
@@ -11,7 +14,6 @@ use crate::city::CityModel;
 use crate::config::Config;
 use crate::pipeline::Out;
 use crate::time::Ms;
-use crate::traffic::{DistSum, FlowSum, Win, level, tpi_level};
 
 /// Escapes a tag key or value (commas, spaces, equals signs).
 pub fn escape_tag(s: &str, out: &mut String) {
@@ -55,46 +57,80 @@ fn push_float(v: f64, out: &mut String) {
     }
 }
 
-struct Fields<'a> {
+/// A sink of measurement rows (CONTRACT §6): what a domain's `measure` module writes to.
+/// Domains name measurements, tags and fields; they never format bytes. A row is
+/// `measurement`, its tags (in key order), its fields, then `end` with its timestamp.
+pub trait RowSink {
+    /// Starts a row of `name`.
+    fn measurement(&mut self, name: &str);
+    /// Adds a tag (keys in sorted order).
+    fn tag(&mut self, key: &str, value: &str);
+    /// Adds an integer field.
+    fn int(&mut self, key: &str, v: i64);
+    /// Adds a float field; `None` (or a non-finite value) leaves the field out.
+    fn float(&mut self, key: &str, v: Option<f64>);
+    /// Adds a string field.
+    fn string(&mut self, key: &str, v: &str);
+    /// Ends the row, stamped `ms` (epoch ms).
+    fn end(&mut self, ms: Ms);
+}
+
+/// InfluxDB line protocol: the [`RowSink`] every output writes through.
+pub struct LineProtocol<'a> {
     out: &'a mut String,
+    /// Whether the next field is the row's first.
     first: bool,
 }
 
-impl<'a> Fields<'a> {
-    fn new(out: &'a mut String) -> Self {
-        out.push(' ');
-        Fields { out, first: true }
+impl<'a> LineProtocol<'a> {
+    /// Appends rows to `out`.
+    pub fn new(out: &'a mut String) -> Self {
+        LineProtocol { out, first: true }
     }
+
     fn sep(&mut self) {
-        if !self.first {
-            self.out.push(',');
-        }
+        self.out.push(if self.first { ' ' } else { ',' });
         self.first = false;
     }
-    fn int(&mut self, k: &str, v: i64) -> &mut Self {
+}
+
+impl RowSink for LineProtocol<'_> {
+    fn measurement(&mut self, name: &str) {
+        escape_tag(name, self.out);
+        self.first = true;
+    }
+
+    fn tag(&mut self, k: &str, v: &str) {
+        self.out.push(',');
+        self.out.push_str(k);
+        self.out.push('=');
+        escape_tag(v, self.out);
+    }
+
+    fn int(&mut self, k: &str, v: i64) {
         self.sep();
         self.out.push_str(k);
         self.out.push('=');
         self.out.push_str(itoa::Buffer::new().format(v));
         self.out.push('i');
-        self
     }
-    fn float(&mut self, k: &str, v: Option<f64>) -> &mut Self {
+
+    fn float(&mut self, k: &str, v: Option<f64>) {
         if let Some(v) = v.filter(|v| v.is_finite()) {
             self.sep();
             self.out.push_str(k);
             self.out.push('=');
             push_float(v, self.out);
         }
-        self
     }
-    fn string(&mut self, k: &str, v: &str) -> &mut Self {
+
+    fn string(&mut self, k: &str, v: &str) {
         self.sep();
         self.out.push_str(k);
         self.out.push('=');
         quote_field(v, self.out);
-        self
     }
+
     fn end(&mut self, ms: Ms) {
         self.out.push(' ');
         // Nanoseconds fit a u64 until the year 2554; accepted event times end in 2100.
@@ -103,90 +139,44 @@ impl<'a> Fields<'a> {
             None => self.out.push_str(itoa::Buffer::new().format(ms as u128 * 1_000_000)),
         }
         self.out.push('\n');
+        self.first = true;
     }
 }
 
-fn tag(out: &mut String, k: &str, v: &str) {
-    out.push(',');
-    out.push_str(k);
-    out.push('=');
-    escape_tag(v, out);
-}
-
-fn flow_fields(f: &mut Fields<'_>, sum: &FlowSum, win: Win) {
-    f.int("count", sum.count)
-        .float("flow_vph", Some(sum.flow_vph(win)))
-        .float("occupancy", sum.occupancy())
-        .float("speed_kmh", sum.speed_kmh());
-}
-
-/// Appends the line for an output record that was inserted (diff > 0) at event time `time`.
-/// Alerts are written by [`alert_line`], which knows the transition.
+/// Appends the line for an output record that was inserted (diff > 0). Alerts are written by
+/// [`alert_line`], which knows the transition; records whose rows depend on the rest of their
+/// batch (emergency snapshots and recommendations) by [`encode_batch`].
 pub fn encode(out: &Out, city: &CityModel, cfg: &Config, buf: &mut String) {
-    match out {
-        Out::Detector(w, sum) => {
-            let det = &city.detectors[w.det as usize];
-            buf.push_str("traffic_detector");
-            tag(buf, "segment", &city.segments[det.segment as usize].id);
-            tag(buf, "sensor", &det.id);
-            tag(buf, "window", w.win.tag());
-            let mut f = Fields::new(buf);
-            flow_fields(&mut f, sum, w.win);
-            f.end(w.start);
-        }
-        Out::Segment(w, sum) => {
-            let seg = &city.segments[w.seg as usize];
-            buf.push_str("traffic_segment");
-            tag(buf, "district", &city.districts[seg.district as usize].id);
-            tag(buf, "road_class", seg.road_class.as_str());
-            tag(buf, "segment", &seg.id);
-            tag(buf, "window", w.win.tag());
-            let mut f = Fields::new(buf);
-            flow_fields(&mut f, sum, w.win);
-            f.float("tti", sum.speed_kmh().filter(|v| *v > 0.0).map(|v| seg.speed_limit_kmh / v));
-            f.int("level", level(sum, seg.road_class, &cfg.traffic) as i64);
-            f.end(w.start);
-        }
-        Out::District(w, sum) => district_line(w.district, w.win, w.start, sum, city, cfg, buf),
-        Out::Alert(_) => {}
-    }
+    crate::traffic::measure::rows(out, city, cfg, &mut LineProtocol::new(buf));
 }
 
-fn district_line(
-    d: u32,
-    win: Win,
-    start: Ms,
-    sum: &DistSum,
-    city: &CityModel,
-    cfg: &Config,
-    buf: &mut String,
-) {
-    buf.push_str("traffic_district");
-    tag(buf, "district", &city.districts[d as usize].id);
-    tag(buf, "window", win.tag());
-    let tpi = sum.tpi(&cfg.traffic);
-    let mut f = Fields::new(buf);
-    f.float("tpi", Some(tpi))
-        .int("level", tpi_level(tpi) as i64)
-        .float("speed_kmh", sum.speed_kmh())
-        .float("congested_km", Some(sum.congested_km()));
-    f.end(start);
+/// Appends the lines of one consolidated batch of event time `t` (alerts excluded); returns
+/// the number of points written. Each domain's `measure` decides what its records write.
+pub fn encode_batch(t: Ms, batch: &[(Out, isize)], city: &CityModel, cfg: &Config, buf: &mut String) -> u64 {
+    let mut lp = LineProtocol::new(buf);
+    let mut points = 0;
+    for (out, diff) in batch {
+        if *diff > 0 && crate::traffic::measure::rows(out, city, cfg, &mut lp) {
+            points += 1;
+        }
+    }
+    points + crate::emergency::measure::rows(t, batch, city, &mut lp)
 }
 
 /// Appends the `alert` line of a transition, stamped `time` (the transition's event time).
 pub fn alert_line(alert: &Alert, time: Ms, buf: &mut String) {
-    buf.push_str("alert");
-    tag(buf, "domain", &alert.domain);
-    tag(buf, "rule", &alert.rule);
-    tag(buf, "severity", alert.severity.as_str());
-    let mut f = Fields::new(buf);
-    f.string("state", alert.state.as_str())
-        .string("subject", &alert.subject.to_string())
-        .string("cell", alert.cell.as_deref().unwrap_or(""))
-        .string("district", alert.district.as_deref().unwrap_or(""))
-        .string("message", &alert.message)
-        .string("id", &alert.id);
-    f.end(time);
+    let mut w = LineProtocol::new(buf);
+    w.measurement("alert");
+    w.tag("domain", &alert.domain);
+    w.tag("rule", &alert.rule);
+    w.tag("severity", alert.severity.as_str());
+    w.string("state", alert.state.as_str());
+    w.string("subject", &alert.subject.to_string());
+    w.string("cell", alert.cell.as_deref().unwrap_or(""));
+    w.string("district", alert.district.as_deref().unwrap_or(""));
+    w.string("message", &alert.message);
+    w.string("id", &alert.id);
+    w.end(time);
 }
 
 #[cfg(test)]

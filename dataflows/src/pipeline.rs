@@ -1,6 +1,6 @@
 //! The whole city dataflow: every domain's inputs and one stream of outputs.
 //!
-//! [`build`] assembles the domains (today: traffic) in one timely scope whose timestamps are
+//! [`build`] assembles the domains (traffic, emergency) in one timely scope whose timestamps are
 //! event-time milliseconds, and merges their results into one collection of [`Out`] records.
 //! [`deliver`] gathers that collection on worker 0 and hands it over one *completed* event time
 //! at a time; after [`consolidate_batch`] (which the consumer runs on its own thread, off the
@@ -10,6 +10,7 @@
 use crate::alerts::AlertKey;
 use crate::city::CityModel;
 use crate::config::Config;
+use crate::emergency::{self, EmergencyInputs};
 use crate::time::Ms;
 use crate::traffic::{self, DetWin, DistSum, DistWin, FlowSum, SegWin, TrafficInputs};
 use differential_dataflow::consolidation::consolidate;
@@ -32,6 +33,8 @@ pub enum Out {
     Segment(SegWin, FlowSum),
     /// A district window total (`traffic_district`).
     District(DistWin, DistSum),
+    /// An emergency record: indicators, states, recommendations.
+    Emergency(crate::emergency::EmOut),
     /// An active alert (`alert`).
     Alert(AlertKey),
 }
@@ -40,17 +43,21 @@ pub enum Out {
 pub struct Inputs {
     /// Traffic inputs.
     pub traffic: TrafficInputs,
+    /// Emergency inputs.
+    pub emergency: EmergencyInputs,
 }
 
 impl Inputs {
     /// Advances every input to event time `t` (never backwards).
     pub fn advance_to(&mut self, t: Ms) {
         self.traffic.advance_to(t);
+        self.emergency.advance_to(t);
     }
 
     /// Flushes buffered updates into the dataflow.
     pub fn flush(&mut self) {
         self.traffic.flush();
+        self.emergency.flush();
     }
 
     /// The inputs' current time.
@@ -75,13 +82,15 @@ pub fn build<'s>(
     city: Arc<CityModel>,
     cfg: Arc<Config>,
 ) -> (Inputs, VecCollection<'s, Ms, Out>) {
-    let (traffic_in, t) = traffic::dataflow(scope, city, cfg);
+    let (traffic_in, t) = traffic::dataflow(scope, city.clone(), cfg.clone());
+    let (emergency_in, e) = emergency::dataflow(scope, city, cfg, t.segments.clone());
     let out = new_values(t.detectors)
         .map(|(k, v)| Out::Detector(k, v))
         .concat(new_values(t.segments).map(|(k, v)| Out::Segment(k, v)))
         .concat(new_values(t.districts).map(|(k, v)| Out::District(k, v)))
-        .concat(t.alerts.map(Out::Alert));
-    (Inputs { traffic: traffic_in }, out)
+        .concat(e.out.map(Out::Emergency))
+        .concat(t.alerts.concat(e.alerts).map(Out::Alert));
+    (Inputs { traffic: traffic_in, emergency: emergency_in }, out)
 }
 
 /// Whether an output at event time `t`, after the last event time seen (`last`) because input
@@ -93,6 +102,9 @@ pub fn build<'s>(
 pub fn after_input_keeps(out: &Out, t: Ms, last: Ms) -> bool {
     match out {
         Out::Alert(key) => key.rule.window_ms().is_some_and(|w| t <= crate::time::window_end(last, w)),
+        // Emergency state changes only on events and their timers (a closed incident leaving,
+        // a sample leaving the hour): none of them after the last event is news.
+        Out::Emergency(_) => false,
         _ => true,
     }
 }

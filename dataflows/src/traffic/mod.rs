@@ -3,7 +3,7 @@
 //! `traffic.incident`, `traffic.congestion` and `traffic.detector_offline`.
 //!
 //! # How the windows are computed, and why they are exact
-//! The ingest side ([`crate::ingest`]) turns each reading into the record [`DetWin`] (detector,
+//! The ingest side ([`ingest`]) turns each reading into the record [`DetWin`] (detector,
 //! window) whose *difference* is a [`FlowSum`] of fixed-point integers, presented at the time the
 //! window closes and retracted `retention` later. [`totals`] sums the differences per key, so
 //! a window's total is exact whatever the arrival order or worker count, appears when the
@@ -81,6 +81,11 @@
 //! satisfying it retracts at the current time. The minutes of a window are all within
 //! retention when it is judged (`persist_min` is validated against `retention_s`), so an
 //! expiring minute never changes a window after its end.
+
+pub mod config;
+pub mod events;
+pub mod ingest;
+pub mod measure;
 
 use crate::alerts::{AlertKey, Rule, Subject};
 use crate::city::{CityModel, Idx, RoadClass};

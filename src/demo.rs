@@ -1,27 +1,65 @@
-//! `citybrain demo`'s city and simulator: a generated city whose detectors publish to the
-//! embedded broker in accelerated real time, with one lane blocked early on so an incident
-//! alert is raised (and cleared) within the first minute at the default speed.
+//! `citybrain demo`'s city and simulator: a generated city whose detectors, emergency calls and
+//! emergency units publish to the embedded broker in accelerated real time. One lane is blocked
+//! early on so a traffic incident alert is raised (and cleared) within the first minute at the
+//! default speed; calls come at twice the simulator's default rate, so incidents show within the
+//! first minutes; and a mass-casualty incident in the middle district after 20 simulated minutes
+//! exhausts its ambulances (coverage gaps, unassigned calls).
 
 use anyhow::{Context, Result};
 use citybrain_dataflows::{CityModel, Ms};
 use citybrain_sim::publish::{MqttTarget, Pace, publish_lines};
-use citybrain_sim::{CityOptions, FeedOptions, IncidentSpec, Simulator, generate_city, geojson_text};
+use citybrain_sim::{
+    CityOptions, EmergencyOptions, EmergencySim, FeedOptions, IncidentSpec, MassCasualtySpec, RoadNetwork,
+    Scenario, Simulator, generate_city, geojson_text,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::watch;
+
+/// Calls per district per hour in the demo (daily mean): 27 an hour in the default city, a call
+/// every two or three simulated minutes by day — at speed 60, one every few wall seconds.
+pub const DEMO_CALL_RATE: f64 = 3.0;
+/// Simulated minute of the demo's mass-casualty incident.
+pub const DEMO_MASS_CASUALTY_MINUTE: u32 = 20;
+/// Calls of the demo's mass-casualty incident.
+pub const DEMO_MASS_CASUALTY_CALLS: u32 = 12;
+
+/// The demo city's GeoJSON text: the simulator's default city (deterministic).
+fn city_text() -> Result<String> {
+    Ok(geojson_text(&generate_city(&CityOptions::default())?))
+}
 
 /// Writes the demo city (deterministic: the simulator's default city) to `DATA_DIR/city.geojson`.
 pub fn write_city(data_dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let path = data_dir.join("city.geojson");
-    let text = geojson_text(&generate_city(&CityOptions::default())?);
-    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(&path, city_text()?).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 
-/// Publishes a day of detector readings from now on, `speed` simulated seconds per wall second,
-/// until `stop` turns true. Lane 1 of the first multi-lane segment with a downstream neighbour
-/// is blocked from minute 10 to minute 25 of simulated time.
+/// The demo's emergency scenario: [`DEMO_CALL_RATE`], the default units per station, and
+/// [`DEMO_MASS_CASUALTY_CALLS`] calls at [`DEMO_MASS_CASUALTY_MINUTE`] in the middle district of
+/// the model (`district-5` of the default 3 × 3 city).
+pub fn emergency_options(city: &CityModel) -> EmergencyOptions {
+    let mass_casualty = city
+        .districts
+        .get(city.districts.len() / 2)
+        .map(|d| MassCasualtySpec {
+            district: d.id.clone(),
+            minute: DEMO_MASS_CASUALTY_MINUTE,
+            calls: DEMO_MASS_CASUALTY_CALLS,
+        })
+        .into_iter()
+        .collect();
+    EmergencyOptions { call_rate: DEMO_CALL_RATE, mass_casualty, ..EmergencyOptions::default() }
+}
+
+/// Publishes a day of detector readings and emergency events from now on, `speed` simulated
+/// seconds per wall second, until `stop` turns true. Lane 1 of the first multi-lane segment with a
+/// downstream neighbour is blocked from minute 10 to minute 25 of simulated time; emergencies
+/// follow [`emergency_options`]. The road network the units drive is the demo city's (the one
+/// [`write_city`] writes); should `city` not be that city, the demo runs traffic alone, with a
+/// warning.
 pub async fn simulate(
     city: Arc<CityModel>,
     port: u16,
@@ -42,7 +80,20 @@ pub async fn simulate(
         incidents,
         ..FeedOptions::default()
     };
-    let sim = Simulator::new(&city, &opts)?;
+    let traffic = Simulator::new(&city, &opts)?;
+    let emergency = city_text()
+        .and_then(|text| RoadNetwork::from_geojson(&city, &text))
+        .and_then(|net| EmergencySim::new(&city, net, &opts, &emergency_options(&city)));
+    let sim = match emergency {
+        Ok(em) => {
+            tracing::info!(units = em.unit_count(), call_rate = DEMO_CALL_RATE, "emergency scenario on");
+            Scenario::new(traffic, Some(em))?
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "emergency scenario off: traffic only");
+            Scenario::traffic_only(traffic)
+        }
+    };
     let lines = sim.map_while(|batch| batch.ok()).flat_map(|batch| batch.lines);
     let target = MqttTarget {
         client_id: format!("citybrain-demo-sim-{}", std::process::id()),

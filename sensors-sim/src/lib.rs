@@ -8,6 +8,11 @@
 //!   hours, a fundamental-diagram traffic model, injected lane-blocking incidents) and encodes
 //!   every reading as a recording line with the processor's own payload type
 //!   ([`citybrain_dataflows::event::DetectorReading`]), so the two can never disagree.
+//! * [`emergency`] — the emergency scenario: calls per district (with mass-casualty incidents),
+//!   the dispatcher, and fire engines, ambulances and police cars driving the road network at
+//!   the simulated traffic speed, encoded with the processor's payload types
+//!   ([`citybrain_dataflows::event::IncidentEvent`], [`citybrain_dataflows::event::UnitEvent`]);
+//!   [`Scenario`] merges it with the detector feed in arrival order.
 //! * [`recording`] — writes and reads recordings (CONTRACT §4: JSON Lines, gzip for `.gz`).
 //! * [`publish`] — publishes recording lines to an MQTT broker, as fast as possible or paced by
 //!   event time, confirming every message (PubAck at QoS 1) before it disconnects.
@@ -24,11 +29,13 @@
 #![warn(missing_docs)]
 
 pub mod city;
+pub mod emergency;
 pub mod feed;
 pub mod publish;
 pub mod recording;
 
 pub use city::{CityOptions, generate_city, geojson_text};
+pub use emergency::{EmergencyOptions, EmergencySim, MassCasualtySpec, RoadNetwork, Scenario, scenario_feed};
 pub use feed::{
     Batch, FeedOptions, IncidentSpec, Simulator, detector_feed, detector_feed_geojson, parse_start,
 };

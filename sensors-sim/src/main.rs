@@ -1,17 +1,20 @@
 //! The `citybrain-sim` command line: `city` generates a city model, `run` simulates its loop
-//! detectors into a recording and/or to an MQTT broker, `replay` publishes a recording to MQTT.
+//! detectors (and, with `--emergency on`, its emergency calls and units) into a recording and/or
+//! to an MQTT broker, `replay` publishes a recording to MQTT.
 //! Progress and summaries go to stderr.
 
 use anyhow::{Context, Result};
 use citybrain_dataflows::CityModel;
 use citybrain_dataflows::time::{Ms, format_ms};
 use citybrain_sim::city::CityOptions;
+use citybrain_sim::emergency::{DEFAULT_CALL_RATE, DEFAULT_OUT_OF_ORDER, DEFAULT_UNITS_PER_STATION};
 use citybrain_sim::feed::{
     DEFAULT_DURATION_MIN, DEFAULT_INTERVAL_S, DEFAULT_SEED, DEFAULT_START, DEFAULT_TOPIC_PREFIX,
 };
 use citybrain_sim::{
-    FeedOptions, IncidentSpec, MqttTarget, Pace, PublishProgress, PublishReport, Recording, Simulator,
-    generate_city, geojson_text, open_lines, parse_start, publish_lines_with_progress,
+    EmergencyOptions, EmergencySim, FeedOptions, IncidentSpec, MassCasualtySpec, MqttTarget, Pace,
+    PublishProgress, PublishReport, Recording, RoadNetwork, Scenario, Simulator, generate_city, geojson_text,
+    open_lines, parse_start, publish_lines_with_progress,
 };
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use std::cell::RefCell;
@@ -27,6 +30,8 @@ const EXAMPLES: &str = "Examples:
   citybrain-sim run --city city.geojson --out feed.jsonl.gz --duration-min 120 \\
       --incident seg-h3e-2:1:10:20
   citybrain-sim run --city city.geojson --mqtt mqtt://127.0.0.1:1883 --speed 60
+  citybrain-sim run --city city.geojson --out feed.jsonl.gz --emergency on \\
+      --mass-casualty district-5@20+12
   citybrain-sim replay --input feed.jsonl.gz --mqtt mqtt://127.0.0.1:1883 --fast";
 
 /// citybrain's sensor simulator: synthetic city models and detector recordings, deterministic
@@ -54,6 +59,14 @@ enum Command {
     /// seed, city and options always give a byte-identical file. With --mqtt every payload is
     /// published to its topic, in real time by default (--speed, --fast); with --out as well,
     /// the recording holds exactly the lines published.
+    ///
+    /// With --emergency on, the city's emergency services run as well: calls for help in every
+    /// district (`city/emergency/incident/{id}`: reported, dispatched, en_route, on_scene,
+    /// cleared or cancelled) and the units of every station (`city/emergency/unit/{id}`: fire
+    /// engines, ambulances, police cars), dispatched to the calls, driving the road network at the
+    /// simulated traffic speed and reporting their positions. Their events are merged with the
+    /// readings in arrival order; the detector readings stay exactly those of the same run
+    /// without emergencies.
     Run(RunArgs),
     /// Publish a recording to an MQTT broker
     ///
@@ -137,6 +150,81 @@ struct RunArgs {
     /// Topic prefix, as configured in citybrain.
     #[arg(long, default_value = DEFAULT_TOPIC_PREFIX)]
     topic_prefix: String,
+    #[command(flatten)]
+    emergency: EmergencyArgs,
+}
+
+#[derive(Args)]
+#[command(next_help_heading = "Emergency scenario")]
+struct EmergencyArgs {
+    /// Simulate emergency calls and the units answering them, alongside the detectors.
+    ///
+    /// Each station of the city model gets --units-per-station units of its type (fire →
+    /// fire_engine, ems → ambulance, police → police), e.g. unit-fire-3-1. Calls arrive in every
+    /// district (medical 50 %, police 25 %, traffic 15 %, fire 10 %; severity 1–5) at a point of
+    /// a random cell; after a 20–90 s dispatch delay the nearest available unit of the right type
+    /// is dispatched (a district never lends its last one; without a unit the call waits),
+    /// turns out in 30–80 s, drives the road network reporting its position every 15–30 s, stays
+    /// on scene 5–30 min, and drives back to its station. About 4 % of calls are cancelled before
+    /// dispatch.
+    #[arg(long, value_enum, default_value = "off")]
+    emergency: OnOff,
+    /// Calls per district per hour, on the daily average; the rate follows a daily profile in the
+    /// city time zone, from 0.37 × at 04:00 to 1.42 × at 14:00 [default: 1.5]
+    #[arg(long, value_name = "X", value_parser = parse_rate)]
+    call_rate: Option<f64>,
+    /// Units per station (1–100) [default: 2]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    units_per_station: Option<u32>,
+    /// A mass-casualty incident: CALLS medical calls (default 12; severity 1–3) within five
+    /// minutes from MINUTE (counted from the start of the run) in one cell of DISTRICT (id or
+    /// name), e.g. district-5@20+12. Units run out; calls wait unassigned. Repeatable.
+    #[arg(long = "mass-casualty", value_name = "DISTRICT@MINUTE[+CALLS]")]
+    mass_casualty: Vec<MassCasualtySpec>,
+    /// Share of incidents whose en_route events arrive after their on_scene events (0–1), as a
+    /// real feed sometimes does [default: 0.02]
+    #[arg(long, value_name = "SHARE", value_parser = parse_share)]
+    out_of_order: Option<f64>,
+}
+
+impl EmergencyArgs {
+    /// The emergency options, or `None` with --emergency off (then no other emergency option
+    /// may be given).
+    fn options(&self) -> Result<Option<EmergencyOptions>> {
+        if matches!(self.emergency, OnOff::Off) {
+            let given = [
+                (self.call_rate.is_some(), "--call-rate"),
+                (self.units_per_station.is_some(), "--units-per-station"),
+                (!self.mass_casualty.is_empty(), "--mass-casualty"),
+                (self.out_of_order.is_some(), "--out-of-order"),
+            ];
+            if let Some((_, name)) = given.iter().find(|(g, _)| *g) {
+                anyhow::bail!("{name} needs --emergency on");
+            }
+            return Ok(None);
+        }
+        Ok(Some(EmergencyOptions {
+            call_rate: self.call_rate.unwrap_or(DEFAULT_CALL_RATE),
+            units_per_station: self.units_per_station.unwrap_or(DEFAULT_UNITS_PER_STATION),
+            mass_casualty: self.mass_casualty.clone(),
+            out_of_order: self.out_of_order.unwrap_or(DEFAULT_OUT_OF_ORDER),
+            ..EmergencyOptions::default()
+        }))
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=1000.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of calls per district per hour (0–1000)")),
+    }
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a share between 0 and 1")),
+    }
 }
 
 #[derive(Args)]
@@ -237,7 +325,17 @@ fn run(a: RunArgs) -> Result<()> {
         rush_hours: matches!(a.rush_hours, OnOff::On),
         topic_prefix: a.topic_prefix,
     };
-    let sim = Simulator::new(&model, &opts).context("invalid run options")?;
+    let emergency = a.emergency.options()?;
+    let traffic = Simulator::new(&model, &opts).context("invalid run options")?;
+    let sim = match &emergency {
+        None => Scenario::traffic_only(traffic),
+        Some(em) => {
+            let net = RoadNetwork::from_geojson(&model, &text)
+                .with_context(|| format!("the road network of {}", a.city.display()))?;
+            let em = EmergencySim::new(&model, net, &opts, em).context("invalid emergency options")?;
+            Scenario::new(traffic, Some(em))?
+        }
+    };
     let (start, total) = (sim.start_ms(), sim.interval_count());
     let destination = match (&a.out, &a.mqtt) {
         (Some(out), None) => out.display().to_string(),
@@ -252,6 +350,20 @@ fn run(a: RunArgs) -> Result<()> {
         opts.duration_min,
         format_ms(start),
     );
+    if let (Some(em), Some(sim)) = (&emergency, sim.emergency()) {
+        let mci: Vec<String> = em
+            .mass_casualty
+            .iter()
+            .map(|m| format!(", mass casualty: {} calls in {} at minute {}", m.calls, m.district, m.minute))
+            .collect();
+        eprintln!(
+            "citybrain-sim: emergency: {} units at {} stations, {} calls per district per hour{}",
+            sim.unit_count(),
+            model.stations.len(),
+            em.call_rate,
+            mci.concat()
+        );
+    }
     let out = match (a.out, a.mqtt) {
         (out, Some(mqtt)) => return run_to_mqtt(sim, out, a.publish.target(mqtt), a.publish.pace()),
         (Some(out), None) => out,
@@ -259,7 +371,8 @@ fn run(a: RunArgs) -> Result<()> {
     };
     let long_run = total * model.detectors.len() as u64 >= 100_000;
     let mut rec = Recording::create(&out)?;
-    for (i, batch) in (1..).zip(sim) {
+    let mut sim = sim;
+    for (i, batch) in (1..).zip(sim.by_ref()) {
         let batch = batch?;
         for line in &batch.lines {
             rec.write_line(line)?;
@@ -267,21 +380,34 @@ fn run(a: RunArgs) -> Result<()> {
         // Progress at every tenth of a long run (about 100 000 readings or more).
         if long_run && i * 10 / total > (i - 1) * 10 / total {
             eprintln!(
-                "citybrain-sim: {:3}% simulated up to {} ({} readings)",
+                "citybrain-sim: {:3}% simulated up to {} ({} {})",
                 i * 100 / total,
                 format_ms(batch.ts),
-                rec.lines()
+                rec.lines(),
+                if emergency.is_some() { "lines" } else { "readings" }
             );
         }
     }
     let lines = rec.finish()?;
-    eprintln!("citybrain-sim: wrote {lines} readings to {}", out.display());
+    eprintln!("citybrain-sim: wrote {} to {}", what_was_written(&sim, lines), out.display());
     Ok(())
+}
+
+/// `N readings`, or with emergencies `N lines (R detector readings, E emergency events)`.
+fn what_was_written(sim: &Scenario<'_>, lines: u64) -> String {
+    match sim.emergency() {
+        None => format!("{lines} readings"),
+        Some(_) => format!(
+            "{lines} lines ({} detector readings, {} emergency events)",
+            sim.readings(),
+            sim.emergency_events()
+        ),
+    }
 }
 
 /// `run --mqtt`: publishes the simulated feed; with `out`, also records exactly the lines
 /// published (a line is written once the next one is asked for, i.e. once it went out).
-fn run_to_mqtt(sim: Simulator<'_>, out: Option<PathBuf>, target: MqttTarget, pace: Pace) -> Result<()> {
+fn run_to_mqtt(sim: Scenario<'_>, out: Option<PathBuf>, target: MqttTarget, pace: Pace) -> Result<()> {
     let mut rec = out.as_deref().map(Recording::create).transpose()?;
     let failure = RefCell::new(None);
     let mut sim = sim;
@@ -314,7 +440,9 @@ fn run_to_mqtt(sim: Simulator<'_>, out: Option<PathBuf>, target: MqttTarget, pac
     // `held`, if any, is a line that was not published (stopped): it stays out of the recording.
     if let (Some(rec), Some(out)) = (rec, &out) {
         let lines = rec.finish()?;
-        eprintln!("citybrain-sim: wrote {lines} readings to {}", out.display());
+        let what =
+            if sim.emergency().is_some() { format!("{lines} lines") } else { format!("{lines} readings") };
+        eprintln!("citybrain-sim: wrote {what} to {}", out.display());
     }
     if let Some(e) = failure.into_inner() {
         return Err(e);

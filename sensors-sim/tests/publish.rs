@@ -1,8 +1,12 @@
 //! Publishing to a real broker: mosquitto (Debian's, /usr/sbin/mosquitto) on a free loopback port,
-//! a rumqttc subscriber on `city/#`, and `publish_lines` in between.
+//! a rumqttc subscriber on `city/#`, and `publish_lines` in between; and the `citybrain-sim run`
+//! command line, to a recording and to the broker.
 
 use citybrain_sim::publish::{MqttTarget, Pace, parse_line, publish_lines};
-use citybrain_sim::{CityOptions, FeedOptions, detector_feed_geojson, generate_city};
+use citybrain_sim::{
+    CityOptions, EmergencyOptions, FeedOptions, detector_feed_geojson, generate_city, geojson_text,
+    scenario_feed,
+};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -326,4 +330,118 @@ async fn a_broker_restart_loses_nothing() {
         })
         .await;
     assert!(got.iter().all(|m| expected.contains(m)), "nothing else");
+}
+
+/// A scratch directory for command-line runs, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("citybrain-sim-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.0.join(file).display().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `citybrain-sim` with `args`; returns its stderr, failing on a non-zero exit.
+fn sim(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_citybrain-sim")).args(args).output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "citybrain-sim {args:?}: {stderr}");
+    stderr
+}
+
+/// The lines of a recording, each with its newline.
+fn joined(lines: &[String]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+#[test]
+fn run_without_emergencies_is_the_detector_feed() {
+    let dir = Scratch::new("run-off");
+    let city_path = dir.path("city.geojson");
+    sim(&["city", "--out", &city_path]);
+    let city = generate_city(&CityOptions::default()).unwrap();
+    assert_eq!(std::fs::read_to_string(&city_path).unwrap(), geojson_text(&city));
+    let expected = joined(
+        &detector_feed_geojson(&city, &FeedOptions { duration_min: 10, ..FeedOptions::default() }).unwrap(),
+    );
+    for extra in [&[][..], &["--emergency", "off"][..]] {
+        let out = dir.path("feed.jsonl");
+        let mut args = vec!["run", "--city", &city_path, "--out", &out, "--duration-min", "10"];
+        args.extend_from_slice(extra);
+        let stderr = sim(&args);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), expected, "{extra:?}: byte-identical");
+        assert!(stderr.contains("readings to") && !stderr.contains("emergency"), "{stderr}");
+    }
+    // Emergency options need the scenario on.
+    let out = Command::new(env!("CARGO_BIN_EXE_citybrain-sim"))
+        .args(["run", "--city", &city_path, "--out", &dir.path("x.jsonl"), "--mass-casualty", "district-5@1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--mass-casualty needs --emergency on"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_emergencies_records_and_publishes_the_same_lines() {
+    let broker = Broker::start();
+    let mut sub = Subscriber::start(broker.port, "test-sub-emergency", true).await;
+    let dir = Scratch::new("run-on");
+    let city_path = dir.path("city.geojson");
+    sim(&["city", "--out", &city_path]);
+    let text = std::fs::read_to_string(&city_path).unwrap();
+    let model = citybrain_dataflows::CityModel::from_geojson_str(&text).unwrap();
+    let feed = FeedOptions { duration_min: 20, ..FeedOptions::default() };
+    let em = EmergencyOptions {
+        call_rate: 6.0,
+        mass_casualty: vec!["district-5@5+8".parse().unwrap()],
+        ..EmergencyOptions::default()
+    };
+    let expected = scenario_feed(&model, &text, &feed, &em).unwrap();
+    let emergency_lines = expected.iter().filter(|l| l.starts_with(r#"{"topic":"city/emergency/"#)).count();
+    assert!(emergency_lines > 100, "{emergency_lines} emergency events");
+
+    // To a recording: the library's lines, byte for byte.
+    let out = dir.path("feed.jsonl.gz");
+    let common = [
+        "run",
+        "--city",
+        &city_path,
+        "--duration-min",
+        "20",
+        "--emergency",
+        "on",
+        "--call-rate",
+        "6",
+        "--mass-casualty",
+        "district-5@5+8",
+    ];
+    let stderr = sim(&[&common[..], &["--out", &out]].concat());
+    assert!(stderr.contains(&format!("{emergency_lines} emergency events")), "{stderr}");
+    let recorded = citybrain_sim::read_lines(std::path::Path::new(&out)).unwrap();
+    assert_eq!(recorded, expected);
+
+    // To MQTT and a recording at once: the subscriber gets exactly the recording.
+    let out = dir.path("published.jsonl");
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let cmd = [&common[..], &["--mqtt", &url, "--fast", "--out", &out]].concat();
+    let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+    let run = tokio::task::spawn_blocking(move || sim(&cmd.iter().map(String::as_str).collect::<Vec<_>>()));
+    let got = sub.receive_until(Duration::from_secs(120), |got| got.len() >= expected.len()).await;
+    run.await.unwrap();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), joined(&expected));
+    let expected: Vec<(String, String)> = expected.iter().map(|l| parse_line(l).unwrap()).collect();
+    assert_eq!(got.len(), expected.len(), "exactly every message");
+    assert_eq!(by_topic(&got), by_topic(&expected), "every (topic, payload), in order per topic");
 }

@@ -22,16 +22,21 @@
 //! [`Board`] holds the latest value of every indicator; the service's output consumer updates it
 //! from the dataflow's results ([`Board::apply`]) and `/ws/live` clients follow its version.
 
+pub mod auth;
+pub mod error;
+
+pub use auth::Authed;
+pub use error::ApiError;
+
 use crate::alerts::Alert;
 use crate::auth::{Caller, Role, Tokens};
 use crate::config::HttpConfig;
 use crate::hub::store::{HistoryQuery, StoredTransition};
-use crate::hub::{AlertFilter, Hub, HubError, Published, Scope};
+use crate::hub::{AlertFilter, Hub, Published, Scope};
 use crate::live::{Message, Refused};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection as WsRejection;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -313,105 +318,6 @@ impl AppState {
             accepting: Arc::new(|| Ok(())),
             metrics: Arc::new(String::new),
         })
-    }
-}
-
-/// An error answer: a status and `{"error": "…"}`.
-#[derive(Debug)]
-pub enum ApiError {
-    /// 401: no token or an unknown one.
-    Unauthorized(&'static str),
-    /// 403: outside the token's scope.
-    Forbidden(String),
-    /// 400.
-    BadRequest(String),
-    /// 404.
-    NotFound(String),
-    /// 409.
-    Conflict(String),
-    /// 503, with `Retry-After`.
-    Unavailable(String),
-    /// 500.
-    Internal(String),
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, msg) = match self {
-            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.to_string()),
-            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
-            ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
-            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
-            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
-        };
-        let mut resp = (status, Json(json!({ "error": msg }))).into_response();
-        let headers = resp.headers_mut();
-        match status {
-            StatusCode::UNAUTHORIZED => {
-                headers
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"citybrain\""));
-            }
-            StatusCode::SERVICE_UNAVAILABLE => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            _ => {}
-        }
-        resp
-    }
-}
-
-impl From<HubError> for ApiError {
-    fn from(e: HubError) -> Self {
-        use crate::hub::lifecycle::AckError;
-        match e {
-            HubError::Ack(AckError::NotFound) => ApiError::NotFound(e.to_string()),
-            HubError::Ack(AckError::AlreadyAcknowledged(_)) => ApiError::Conflict(e.to_string()),
-            HubError::Forbidden => ApiError::Forbidden(e.to_string()),
-            HubError::NoStore => ApiError::NotFound(e.to_string()),
-            HubError::Store(e) => ApiError::Internal(e.to_string()),
-        }
-    }
-}
-
-/// The authenticated caller of a protected route (extractor: 401 when the token is missing or
-/// unknown). The token itself is dropped here; only its name and role travel on.
-pub struct Authed(pub Arc<Caller>);
-
-impl FromRequestParts<AppState> for Authed {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let token = match header {
-            Some(h) => {
-                let t = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "));
-                Some(
-                    t.ok_or(ApiError::Unauthorized("the Authorization header must be `Bearer TOKEN`"))?
-                        .to_string(),
-                )
-            }
-            None if s.http.ws_query_token && parts.uri.path().starts_with("/ws/") => {
-                url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
-                    .find(|(k, _)| k == "token")
-                    .map(|(_, v)| v.into_owned())
-            }
-            None => None,
-        };
-        let token = token.ok_or(ApiError::Unauthorized("a bearer token is required"))?;
-        s.tokens.check(&token).map(Authed).ok_or(ApiError::Unauthorized("unknown token"))
-    }
-}
-
-impl Authed {
-    /// 403 unless the caller has one of `roles` (ops always passes).
-    fn require(&self, roles: &[Role]) -> Result<&Caller, ApiError> {
-        if self.0.role == Role::Ops || roles.contains(&self.0.role) {
-            Ok(&self.0)
-        } else {
-            Err(ApiError::Forbidden(format!("the {} role may not use this route", self.0.role.as_str())))
-        }
     }
 }
 

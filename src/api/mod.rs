@@ -23,10 +23,16 @@
 //! from the dataflow's results ([`Board::apply`]) and `/ws/live` clients follow its version.
 
 pub mod auth;
+pub mod board;
 pub mod error;
+pub mod traffic;
 
 pub use auth::Authed;
+pub use board::{Board, ReadModel};
 pub use error::ApiError;
+
+use board::Kpis;
+use traffic::{DistrictRow, SegmentRow};
 
 use crate::alerts::Alert;
 use crate::auth::{Caller, Role, Tokens};
@@ -40,216 +46,17 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use citybrain_dataflows::city::Idx;
 use citybrain_dataflows::event::{Reason, Rejected};
-use citybrain_dataflows::pipeline::Out;
-use citybrain_dataflows::traffic::{DistSum, FlowSum, Win, level, tpi_level};
 use citybrain_dataflows::{CityModel, Config, Ms};
 use futures_util::SinkExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, broadcast, watch};
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-/// The latest indicators, with a version per change so `/ws/live` can send only what changed.
-pub struct Board {
-    city: Arc<CityModel>,
-    cfg: Arc<Config>,
-    segments: HashMap<Idx, SegmentEntry>,
-    districts: HashMap<Idx, (Ms, DistSum, u64)>,
-    version: u64,
-    clock: Ms,
-}
-
-struct SegmentEntry {
-    start: Ms,
-    sum: FlowSum,
-    level: u8,
-    /// The board version at which `level` last changed.
-    level_version: u64,
-}
-
-impl Board {
-    /// An empty board for `city`.
-    pub fn new(city: Arc<CityModel>, cfg: Arc<Config>) -> Board {
-        Board { city, cfg, segments: HashMap::new(), districts: HashMap::new(), version: 0, clock: 0 }
-    }
-
-    /// Applies one completed event time's output (consolidated): newer windows replace older
-    /// ones. Returns the new version.
-    pub fn apply(&mut self, t: Ms, records: &[(Out, isize)]) -> u64 {
-        self.clock = self.clock.max(t);
-        let v = self.version + 1;
-        let mut changed = false;
-        for (out, diff) in records {
-            match out {
-                Out::Segment(w, sum) if *diff > 0 => {
-                    let seg = &self.city.segments[w.seg as usize];
-                    let lvl = level(sum, seg.road_class, &self.cfg.traffic);
-                    let e = self.segments.entry(w.seg).or_insert(SegmentEntry {
-                        start: w.start,
-                        sum: *sum,
-                        level: 0,
-                        level_version: v,
-                    });
-                    if w.start >= e.start {
-                        if e.level != lvl {
-                            e.level = lvl;
-                            e.level_version = v;
-                        }
-                        (e.start, e.sum) = (w.start, *sum);
-                        changed = true;
-                    }
-                }
-                Out::District(w, sum) if *diff > 0 => {
-                    let e = self.districts.entry(w.district).or_insert((w.start, *sum, v));
-                    if w.start >= e.0 {
-                        *e = (w.start, *sum, v);
-                        changed = true;
-                    }
-                }
-                _ => {}
-            }
-        }
-        if changed {
-            self.version = v;
-        }
-        self.version
-    }
-
-    fn segment_row(&self, i: Idx, e: &SegmentEntry) -> SegmentRow {
-        let seg = &self.city.segments[i as usize];
-        SegmentRow {
-            segment: seg.id.clone(),
-            district: self.city.districts[seg.district as usize].id.clone(),
-            road_class: seg.road_class.as_str(),
-            window: "5m",
-            ts: e.start,
-            count: e.sum.count,
-            flow_vph: e.sum.flow_vph(Win::M5),
-            occupancy: e.sum.occupancy(),
-            speed_kmh: e.sum.speed_kmh(),
-            tti: e.sum.speed_kmh().filter(|v| *v > 0.0).map(|v| seg.speed_limit_kmh / v),
-            level: e.level,
-        }
-    }
-
-    fn district_row(&self, i: Idx, start: Ms, sum: &DistSum) -> DistrictRow {
-        let tpi = sum.tpi(&self.cfg.traffic);
-        DistrictRow {
-            district: self.city.districts[i as usize].id.clone(),
-            name: self.city.districts[i as usize].name.clone(),
-            window: "5m",
-            ts: start,
-            tpi,
-            level: tpi_level(tpi),
-            speed_kmh: sum.speed_kmh(),
-            congested_km: sum.congested_km(),
-        }
-    }
-
-    /// Segment rows (all, or those whose level changed after version `since`), by segment.
-    fn segments(&self, since: Option<u64>) -> Vec<SegmentRow> {
-        let mut ids: Vec<Idx> = self
-            .segments
-            .iter()
-            .filter(|(_, e)| since.is_none_or(|v| e.level_version > v))
-            .map(|(i, _)| *i)
-            .collect();
-        ids.sort_unstable();
-        ids.into_iter().map(|i| self.segment_row(i, &self.segments[&i])).collect()
-    }
-
-    /// District rows (all, or those updated after version `since`), by district.
-    fn districts(&self, since: Option<u64>) -> Vec<DistrictRow> {
-        let mut ids: Vec<Idx> =
-            self.districts.iter().filter(|(_, e)| since.is_none_or(|v| e.2 > v)).map(|(i, _)| *i).collect();
-        ids.sort_unstable();
-        ids.into_iter()
-            .map(|i| {
-                let (start, sum, _) = &self.districts[&i];
-                self.district_row(i, *start, sum)
-            })
-            .collect()
-    }
-
-    /// City-wide figures for dashboards.
-    fn kpis(&self, active_alerts: u64) -> Kpis {
-        let n = self.districts.len().max(1) as f64;
-        Kpis {
-            clock: self.clock,
-            active_alerts,
-            congested_km: self.districts.values().map(|(_, s, _)| s.congested_km()).sum(),
-            mean_tpi: self.districts.values().map(|(_, s, _)| s.tpi(&self.cfg.traffic)).sum::<f64>() / n,
-        }
-    }
-}
-
-/// A row of `/api/traffic/segments`: the latest 5-minute window of a segment (`traffic_segment`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SegmentRow {
-    /// Segment id.
-    pub segment: String,
-    /// District id.
-    pub district: String,
-    /// Road class.
-    pub road_class: &'static str,
-    /// Window length.
-    pub window: &'static str,
-    /// Window start, epoch ms.
-    pub ts: Ms,
-    /// Vehicles counted.
-    pub count: i64,
-    /// Flow, vehicles per hour.
-    pub flow_vph: f64,
-    /// Occupancy, 0..1.
-    pub occupancy: Option<f64>,
-    /// Mean speed, km/h (absent without vehicles).
-    pub speed_kmh: Option<f64>,
-    /// Travel time index: speed limit / speed.
-    pub tti: Option<f64>,
-    /// Congestion level 1 (畅通) … 5 (严重拥堵).
-    pub level: u8,
-}
-
-/// A row of `/api/traffic/districts`: the latest 5-minute window of a district.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DistrictRow {
-    /// District id.
-    pub district: String,
-    /// District name.
-    pub name: String,
-    /// Window length.
-    pub window: &'static str,
-    /// Window start, epoch ms.
-    pub ts: Ms,
-    /// Traffic performance index, 0–10.
-    pub tpi: f64,
-    /// Level 1–5 of the index.
-    pub level: u8,
-    /// Length-weighted mean speed, km/h.
-    pub speed_kmh: Option<f64>,
-    /// Congested road length, km.
-    pub congested_km: f64,
-}
-
-/// City-wide figures of `/ws/live`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Kpis {
-    /// The latest event time the indicators reflect, epoch ms.
-    pub clock: Ms,
-    /// Active alerts.
-    pub active_alerts: u64,
-    /// Congested road length across the city, km.
-    pub congested_km: f64,
-    /// Mean district traffic performance index.
-    pub mean_tpi: f64,
-}
 
 /// Hands `POST /api/ingest` payloads to the live dataflow; emptied at shutdown so the dataflow
 /// can finish (it waits for every sender to be gone).
@@ -290,6 +97,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The board, for reading (also after a writer panicked: a poisoned lock is read anyway).
+    fn read_board(&self) -> std::sync::RwLockReadGuard<'_, Board> {
+        self.board.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// A state serving `hub` and the city in `city_geojson`, with no dataflow behind it: an empty
     /// board, no ingestion (503), always ready, empty metrics. For tests and the alert benchmark;
     /// the service fills in the rest.
@@ -353,8 +165,7 @@ pub fn app(state: AppState) -> Router {
         .routes(routes!(readyz))
         .routes(routes!(metrics))
         .routes(routes!(city))
-        .routes(routes!(segments))
-        .routes(routes!(districts))
+        .merge(traffic::routes())
         .routes(routes!(alerts))
         .routes(routes!(ack))
         .routes(routes!(ws_alerts))
@@ -424,26 +235,6 @@ async fn metrics(State(s): State<AppState>) -> Response {
 async fn city(auth: Authed, State(s): State<AppState>) -> Result<Response, ApiError> {
     auth.require(&[Role::Officer])?;
     Ok(([(header::CONTENT_TYPE, "application/geo+json")], s.city_geojson.as_str().to_owned()).into_response())
-}
-
-fn read_board(s: &AppState) -> std::sync::RwLockReadGuard<'_, Board> {
-    s.board.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The latest 5-minute window of every segment.
-#[utoipa::path(get, path = "/api/traffic/segments", security(("bearer" = [])),
-    responses((status = 200, body = [SegmentRow]), (status = 401), (status = 403)))]
-async fn segments(auth: Authed, State(s): State<AppState>) -> Result<Json<Vec<SegmentRow>>, ApiError> {
-    auth.require(&[])?;
-    Ok(Json(read_board(&s).segments(None)))
-}
-
-/// The latest 5-minute window of every district (traffic performance index).
-#[utoipa::path(get, path = "/api/traffic/districts", security(("bearer" = [])),
-    responses((status = 200, body = [DistrictRow]), (status = 401), (status = 403)))]
-async fn districts(auth: Authed, State(s): State<AppState>) -> Result<Json<Vec<DistrictRow>>, ApiError> {
-    auth.require(&[])?;
-    Ok(Json(read_board(&s).districts(None)))
 }
 
 /// The query of `GET /api/alerts` (and the filters of `/ws/alerts`).
@@ -759,18 +550,20 @@ async fn ws_live(
     }))
 }
 
+/// A `/ws/live` message — the snapshot (`since` = `None`) or the update since board version
+/// `since` — and the board version it reflects.
 fn live_message(s: &AppState, since: Option<u64>) -> (u64, String) {
-    let board = read_board(s);
+    let board = s.read_board();
     let kind = if since.is_some() { "update" } else { "snapshot" };
-    let text = json!({
-        "type": kind,
-        "version": board.version,
-        "districts": board.districts(since),
-        "segments": board.segments(since),
-        "kpis": board.kpis(s.hub.metrics().active.load(std::sync::atomic::Ordering::Relaxed)),
-    })
-    .to_string();
-    (board.version, text)
+    let mut msg = serde_json::Map::new();
+    msg.insert("type".into(), kind.into());
+    msg.insert("version".into(), board.version().into());
+    board.live(since, &mut msg);
+    msg.insert(
+        "kpis".into(),
+        json!(board.kpis(s.hub.metrics().active.load(std::sync::atomic::Ordering::Relaxed))),
+    );
+    (board.version(), serde_json::Value::Object(msg).to_string())
 }
 
 async fn follow_live(mut socket: WebSocket, s: AppState) {

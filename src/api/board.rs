@@ -102,3 +102,70 @@ pub struct Kpis {
     /// Mean district traffic performance index.
     pub mean_tpi: f64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use citybrain_dataflows::city::CityError;
+    use citybrain_dataflows::traffic::{DistSum, DistWin, FlowSum, SegWin, Win};
+
+    const CITY: &str = r#"{"type":"FeatureCollection","features":[
+      {"type":"Feature","geometry":{"type":"Polygon","coordinates":[[[0,0],[2,0],[2,1],[0,1],[0,0]]]},"properties":{"kind":"district","id":"d1","name":"One"}},
+      {"type":"Feature","geometry":{"type":"LineString","coordinates":[[0.1,0.5],[0.4,0.5]]},"properties":{"kind":"segment","id":"s1","district":"d1","length_m":300,"speed_limit_kmh":60,"lanes":2,"road_class":"arterial"}},
+      {"type":"Feature","geometry":{"type":"LineString","coordinates":[[0.5,0.5],[0.9,0.5]]},"properties":{"kind":"segment","id":"s2","district":"d1","length_m":400,"speed_limit_kmh":50,"lanes":1,"road_class":"branch"}}
+    ]}"#;
+    const T0: Ms = 1_767_225_600_000;
+    const M5: Ms = 300_000;
+
+    /// A segment window of `count` vehicles at `kmh`.
+    fn seg(seg: u32, start: Ms, count: i64, kmh: i64) -> (Out, isize) {
+        let sum = FlowSum {
+            count,
+            occ_s: 300,
+            occ_ppm_s: 300 * 150_000,
+            speed_n: count,
+            speed_mk: count * kmh * 1000,
+        };
+        (Out::Segment(SegWin { win: Win::M5, start, seg }, sum), 1)
+    }
+
+    fn dist(start: Ms, congested_mm: i64, travel_us: i64) -> (Out, isize) {
+        let sum = DistSum { segments: 2, observed_mm: 700_000, congested_mm, speed_mm: 700_000, travel_us };
+        (Out::District(DistWin { win: Win::M5, start, district: 0 }, sum), 1)
+    }
+
+    /// The ids under `key` in the `/ws/live` part of rows changed after `since`.
+    fn live(b: &Board, since: Option<u64>, key: &str, id: &str) -> Vec<String> {
+        let mut msg = Map::new();
+        b.live(since, &mut msg);
+        msg[key].as_array().into_iter().flatten().filter_map(|r| r[id].as_str()).map(String::from).collect()
+    }
+
+    #[test]
+    fn a_version_per_change_and_live_parts_carry_only_what_changed() -> Result<(), CityError> {
+        let city = Arc::new(CityModel::from_geojson_str(CITY)?);
+        let mut b = Board::new(city, Arc::new(Config::default()));
+        let retracted = (seg(0, T0 - M5, 1, 1).0, -1);
+        let v1 =
+            b.apply(T0 + M5, &[seg(0, T0, 30, 45), seg(1, T0, 10, 30), dist(T0, 0, 60_000_000), retracted]);
+        assert_eq!(v1, 1);
+        assert_eq!(live(&b, None, "segments", "segment"), ["s1", "s2"]);
+        assert_eq!(live(&b, None, "districts", "district"), ["d1"]);
+        // Both segments and the district move on a window; only s1's level changes.
+        let v2 = b.apply(
+            T0 + 2 * M5,
+            &[seg(0, T0 + M5, 30, 8), seg(1, T0 + M5, 10, 30), dist(T0 + M5, 300_000, 200_000_000)],
+        );
+        assert_eq!(v2, 2);
+        assert_eq!(live(&b, Some(v1), "segments", "segment"), ["s1"]);
+        assert_eq!(live(&b, Some(v1), "districts", "district"), ["d1"]);
+        // Late, older windows change nothing: no new version, nothing to send; the clock moves.
+        assert_eq!(b.apply(T0 + 3 * M5, &[seg(0, T0, 99, 99), dist(T0, 1, 1)]), v2);
+        assert!(live(&b, Some(v2), "segments", "segment").is_empty());
+        assert!(live(&b, Some(v2), "districts", "district").is_empty());
+        let kpis = b.kpis(4);
+        assert_eq!((kpis.clock, kpis.active_alerts, b.version()), (T0 + 3 * M5, 4, v2));
+        assert!((kpis.congested_km - 0.3).abs() < 1e-9, "{kpis:?}");
+        Ok(())
+    }
+}

@@ -13,7 +13,8 @@
 //! * [`auth`] — bearer tokens and roles.
 //! * [`sink`] — InfluxDB v2 (batched, retried, spooled).
 //! * [`deadletter`] — the bounded, rotated dead-letter store (personal ids pseudonymized).
-//! * [`api`] — the HTTP and websocket API (axum).
+//! * [`api`] — the HTTP and websocket API (axum): a module a domain (its read model and routes)
+//!   beside the shared ones (auth, errors, OpenAPI, websockets).
 //! * [`service`] — `run` and `demo`: the parts assembled; [`broker`] and [`demo`] — the demo's
 //!   embedded MQTT broker and simulator.
 //!

@@ -1,0 +1,171 @@
+//! The board: the latest value of every indicator the API serves, one read model per domain,
+//! under a single version number so `/ws/live` can send only what changed.
+//!
+//! The service's output consumer calls [`Board::apply`] with each completed event time's output;
+//! the board hands the batch to every domain's [`ReadModel`] and takes a new version when any of
+//! them changed. A read model stamps each row it changes with that version, so
+//! [`ReadModel::live`] can give the rows changed since the version a `/ws/live` client last got.
+//! A domain's routes read its own model through the board's field for it (`board.traffic`).
+
+use super::traffic::TrafficBoard;
+use citybrain_dataflows::pipeline::Out;
+use citybrain_dataflows::{CityModel, Config, Ms};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// A domain's read model: folds the dataflow's output into the latest rows its routes serve.
+pub trait ReadModel: Send + Sync {
+    /// Folds one completed event time's output (consolidated) into the model, taking only this
+    /// domain's records (`Out` variants) and ignoring the rest. `version` is the board version
+    /// this batch gets if anything changes: changed rows are stamped with it. Returns whether
+    /// anything changed.
+    fn apply(&mut self, version: u64, records: &[(Out, isize)]) -> bool;
+
+    /// Adds this domain's part to a `/ws/live` message, one key a list: the rows changed after
+    /// board version `since`, or all rows when `since` is `None` (the snapshot).
+    fn live(&self, since: Option<u64>, msg: &mut Map<String, Value>);
+}
+
+/// The latest indicators, with a version per change so `/ws/live` can send only what changed.
+pub struct Board {
+    /// Traffic: segments and districts.
+    pub(super) traffic: TrafficBoard,
+    version: u64,
+    clock: Ms,
+}
+
+impl Board {
+    /// An empty board for `city`.
+    pub fn new(city: Arc<CityModel>, cfg: Arc<Config>) -> Board {
+        Board { traffic: TrafficBoard::new(city, cfg), version: 0, clock: 0 }
+    }
+
+    /// Every domain's read model, in the order their parts appear in `/ws/live` messages.
+    fn models(&self) -> [&dyn ReadModel; 1] {
+        [&self.traffic]
+    }
+
+    /// [`Board::models`], to update.
+    fn models_mut(&mut self) -> [&mut dyn ReadModel; 1] {
+        [&mut self.traffic]
+    }
+
+    /// Applies one completed event time's output (consolidated): newer windows replace older
+    /// ones. Returns the new version.
+    pub fn apply(&mut self, t: Ms, records: &[(Out, isize)]) -> u64 {
+        self.clock = self.clock.max(t);
+        let v = self.version + 1;
+        let mut changed = false;
+        for model in self.models_mut() {
+            changed |= model.apply(v, records);
+        }
+        if changed {
+            self.version = v;
+        }
+        self.version
+    }
+
+    /// The current version: bumped by every [`Board::apply`] that changed something.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Every domain's part of a `/ws/live` message (see [`ReadModel::live`]).
+    pub(super) fn live(&self, since: Option<u64>, msg: &mut Map<String, Value>) {
+        for model in self.models() {
+            model.live(since, msg);
+        }
+    }
+
+    /// City-wide figures for dashboards.
+    pub(super) fn kpis(&self, active_alerts: u64) -> Kpis {
+        Kpis {
+            clock: self.clock,
+            active_alerts,
+            congested_km: self.traffic.congested_km(),
+            mean_tpi: self.traffic.mean_tpi(),
+        }
+    }
+}
+
+/// City-wide figures of `/ws/live`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Kpis {
+    /// The latest event time the indicators reflect, epoch ms.
+    pub clock: Ms,
+    /// Active alerts.
+    pub active_alerts: u64,
+    /// Congested road length across the city, km.
+    pub congested_km: f64,
+    /// Mean district traffic performance index.
+    pub mean_tpi: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use citybrain_dataflows::city::CityError;
+    use citybrain_dataflows::traffic::{DistSum, DistWin, FlowSum, SegWin, Win};
+
+    const CITY: &str = r#"{"type":"FeatureCollection","features":[
+      {"type":"Feature","geometry":{"type":"Polygon","coordinates":[[[0,0],[2,0],[2,1],[0,1],[0,0]]]},"properties":{"kind":"district","id":"d1","name":"One"}},
+      {"type":"Feature","geometry":{"type":"LineString","coordinates":[[0.1,0.5],[0.4,0.5]]},"properties":{"kind":"segment","id":"s1","district":"d1","length_m":300,"speed_limit_kmh":60,"lanes":2,"road_class":"arterial"}},
+      {"type":"Feature","geometry":{"type":"LineString","coordinates":[[0.5,0.5],[0.9,0.5]]},"properties":{"kind":"segment","id":"s2","district":"d1","length_m":400,"speed_limit_kmh":50,"lanes":1,"road_class":"branch"}}
+    ]}"#;
+    const T0: Ms = 1_767_225_600_000;
+    const M5: Ms = 300_000;
+
+    /// A segment window of `count` vehicles at `kmh`.
+    fn seg(seg: u32, start: Ms, count: i64, kmh: i64) -> (Out, isize) {
+        let sum = FlowSum {
+            count,
+            occ_s: 300,
+            occ_ppm_s: 300 * 150_000,
+            speed_n: count,
+            speed_mk: count * kmh * 1000,
+        };
+        (Out::Segment(SegWin { win: Win::M5, start, seg }, sum), 1)
+    }
+
+    fn dist(start: Ms, congested_mm: i64, travel_us: i64) -> (Out, isize) {
+        let sum = DistSum { segments: 2, observed_mm: 700_000, congested_mm, speed_mm: 700_000, travel_us };
+        (Out::District(DistWin { win: Win::M5, start, district: 0 }, sum), 1)
+    }
+
+    /// The ids under `key` in the `/ws/live` part of rows changed after `since`.
+    fn live(b: &Board, since: Option<u64>, key: &str, id: &str) -> Vec<String> {
+        let mut msg = Map::new();
+        b.live(since, &mut msg);
+        msg[key].as_array().into_iter().flatten().filter_map(|r| r[id].as_str()).map(String::from).collect()
+    }
+
+    #[test]
+    fn a_version_per_change_and_live_parts_carry_only_what_changed() -> Result<(), CityError> {
+        let city = Arc::new(CityModel::from_geojson_str(CITY)?);
+        let mut b = Board::new(city, Arc::new(Config::default()));
+        let retracted = (seg(0, T0 - M5, 1, 1).0, -1);
+        let v1 =
+            b.apply(T0 + M5, &[seg(0, T0, 30, 45), seg(1, T0, 10, 30), dist(T0, 0, 60_000_000), retracted]);
+        assert_eq!(v1, 1);
+        assert_eq!(live(&b, None, "segments", "segment"), ["s1", "s2"]);
+        assert_eq!(live(&b, None, "districts", "district"), ["d1"]);
+        // Both segments and the district move on a window; only s1's level changes.
+        let v2 = b.apply(
+            T0 + 2 * M5,
+            &[seg(0, T0 + M5, 30, 8), seg(1, T0 + M5, 10, 30), dist(T0 + M5, 300_000, 200_000_000)],
+        );
+        assert_eq!(v2, 2);
+        assert_eq!(live(&b, Some(v1), "segments", "segment"), ["s1"]);
+        assert_eq!(live(&b, Some(v1), "districts", "district"), ["d1"]);
+        // Late, older windows change nothing: no new version, nothing to send; the clock moves.
+        assert_eq!(b.apply(T0 + 3 * M5, &[seg(0, T0, 99, 99), dist(T0, 1, 1)]), v2);
+        assert!(live(&b, Some(v2), "segments", "segment").is_empty());
+        assert!(live(&b, Some(v2), "districts", "district").is_empty());
+        let kpis = b.kpis(4);
+        assert_eq!((kpis.clock, kpis.active_alerts, b.version()), (T0 + 3 * M5, 4, v2));
+        assert!((kpis.congested_km - 0.3).abs() < 1e-9, "{kpis:?}");
+        Ok(())
+    }
+}

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 const T0: Ms = 1_767_225_600_000;
 const S: Ms = 1000;
 
-/// One district and cell; a ring of four two-way... one-way segments round a square block, and
-/// three stations.
+/// One district and cell; a ring of four one-way segments round a square block, and three
+/// stations.
 const CITY: &str = r#"{"type":"FeatureCollection","features":[
   {"type":"Feature","geometry":{"type":"Polygon","coordinates":[[[0,0],[0.1,0],[0.1,0.1],[0,0.1],[0,0]]]},"properties":{"kind":"district","id":"d1","name":"One"}},
   {"type":"Feature","geometry":{"type":"Polygon","coordinates":[[[0,0],[0.1,0],[0.1,0.1],[0,0.1],[0,0]]]},"properties":{"kind":"cell","id":"c1","district":"d1","officers":["o1"]}},
@@ -77,8 +77,7 @@ fn drive(rounds: &[(Vec<Msg>, Ms)], workers: usize, cfg: Config) -> Delivered {
         }
     })
     .unwrap();
-    let out = delivered.lock().unwrap().clone();
-    out
+    delivered.lock().unwrap().clone()
 }
 
 fn incident(id: &str, ts: Ms, status: &str, kind: &str, severity: u8) -> Msg {
@@ -283,7 +282,7 @@ fn dispatches(out: &Delivered) -> Vec<(Ms, u32, Option<String>)> {
 #[test]
 fn recommendations_rank_by_eta_and_are_withdrawn_on_dispatch() {
     let msgs = vec![
-        // Both at the fire station's corner of the block; a2 a little further back on s1.
+        // Both on s1 behind the incident; e2 a little further back.
         unit("e1", T0, "fire_engine", "available", "fire-1", 0.03, 0.02),
         unit("e2", T0, "fire_engine", "available", "fire-1", 0.025, 0.02),
         unit("p1", T0, "police", "available", "police-1", 0.05, 0.08),

@@ -150,17 +150,19 @@ pub struct DistrictSnapshot {
     pub pct: [Option<(Ms, Ms)>; 4],
 }
 
-/// One output record of the emergency dataflow.
+/// One output record of the emergency dataflow. The payloads are boxed: [`crate::pipeline::Out`]
+/// holds one of these beside the small traffic records, and a large variant would make every
+/// traffic record as large.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum EmOut {
     /// A district's indicators (+1 new, −1 replaced or gone).
-    District(DistrictSnapshot),
+    District(Box<DistrictSnapshot>),
     /// An incident's current state (+1 / −1), for the read model.
-    Incident(Incident),
+    Incident(Box<Incident>),
     /// A unit's current state (+1 / −1), for the read model.
-    Unit(Unit),
+    Unit(Box<Unit>),
     /// A change of a recommendation (insertions only: the audit of what was recommended when).
-    Dispatch(Recommendation),
+    Dispatch(Box<Recommendation>),
 }
 
 /// The outputs of the emergency dataflow.
@@ -238,15 +240,15 @@ pub fn dataflow<'s>(
             }
             out.push((snap, 1));
         })
-        .map(|(_, snap)| EmOut::District(snap));
+        .map(|(_, snap)| EmOut::District(Box::new(snap)));
 
     let recommendations =
         dispatch::recommend(incidents.clone(), units.clone(), segments, city.clone(), cfg.clone());
     let alerts = rules::alerts(incidents.clone(), units.clone(), facts, &cfg);
     let out = districts
-        .concat(incidents.map(EmOut::Incident))
-        .concat(units.map(EmOut::Unit))
-        .concat(recommendations.map(EmOut::Dispatch));
+        .concat(incidents.map(|i| EmOut::Incident(Box::new(i))))
+        .concat(units.map(|u| EmOut::Unit(Box::new(u))))
+        .concat(recommendations.map(|r| EmOut::Dispatch(Box::new(r))));
     (
         EmergencyInputs { incidents: incidents_in, units: units_in, facts: facts_in },
         EmergencyOutputs { out, alerts },

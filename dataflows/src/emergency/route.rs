@@ -215,7 +215,7 @@ fn compress(n: usize, links: &[(Idx, Idx)]) -> (Vec<u32>, Vec<Idx>) {
 }
 
 /// A segment that starts within this many metres of where another ends is a turn from it at
-/// the junction (see [`junction_links`]).
+/// the junction (see the module docs).
 pub const JUNCTION_M: f64 = 15.0;
 
 /// The turns at junctions: `a → b` whenever `b` starts within [`JUNCTION_M`] of `a`'s end,

@@ -60,8 +60,8 @@ impl DetectorReading<'_> {
 /// A detector reading checked against the city model: its detector, interval and exact sums.
 ///
 /// [`CheckedReading::check`] needs only the (immutable) city model, so a driver may run it on
-/// another thread than the worker's and hand the worker [`Ingest::offer_checked`]; this is
-/// what [`Ingest::offer`] does in one step.
+/// another thread than the worker's and hand the worker [`crate::ingest::Ingest::offer_checked`]; this is
+/// what [`crate::ingest::Ingest::offer`] does in one step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CheckedReading {
     /// Detector index.

@@ -72,7 +72,7 @@
 //! depend on arrival order, batching or worker count. Each lane-minute total is sent under its
 //! (segment, minute) and, as the "minute before", under (segment, minute + 1); the spill-back
 //! marker (downstream segment totals over the threshold) joins the same key. One `reduce` per
-//! (segment, minute) turns these into each lane's [`Votes`] (stopped 0/1, discharged 0/1,
+//! (segment, minute) turns these into each lane's `Votes` (stopped 0/1, discharged 0/1,
 //! neighbour vehicles), which a late reading corrects like any other aggregate. Each minute's
 //! votes are the *difference* of the `persist_min` windows that contain it, so [`totals`] keeps
 //! each window's exact sums incrementally, and the condition is a filter on them. A satisfied

@@ -257,10 +257,8 @@ impl RoadGraph {
             .segments
             .iter()
             .enumerate()
-            .flat_map(|(s, seg)| {
-                let s = s as Idx;
-                seg.downstream.iter().map(move |&d| (s, d)).chain(seg.upstream.iter().map(move |&u| (u, s)))
-            })
+            // The city model makes upstream and downstream symmetric at load.
+            .flat_map(|(s, seg)| seg.downstream.iter().map(move |&d| (s as Idx, d)))
             .chain(junction_links(city))
             .collect();
         let length_m = city.segments.iter().map(|s| s.length_m).collect();

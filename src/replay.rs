@@ -148,7 +148,7 @@ impl ReplaySummary {
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
         if !others.is_empty() {
-            s += &format!("; other records accepted: {}", others.join(", "));
+            s += &format!("; also accepted: {}", others.join(", "));
         }
         if self.duplicates > 0 || self.corrections > 0 {
             s += &format!("; {} duplicates ignored, {} corrections", self.duplicates, self.corrections);

@@ -637,3 +637,45 @@ fn a_recording_that_ends_reports_only_the_detector_that_really_fell_silent() {
     let full = run("ends-full", &varied(90), 1);
     assert!(full.alerts.iter().all(|a| a["rule"] != "traffic.detector_offline"), "{:?}", full.alerts);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Emergency: the simulator's calls and units through `citybrain replay`.
+
+#[test]
+fn simulated_emergencies_write_indicators_recommendations_and_alerts() {
+    use citybrain_sim::{
+        CityOptions, EmergencyOptions, FeedOptions, MassCasualtySpec, generate_city, geojson_text,
+        scenario_feed,
+    };
+    let geojson = geojson_text(&generate_city(&CityOptions::default()).unwrap());
+    let model = citybrain_dataflows::CityModel::from_geojson_str(&geojson).unwrap();
+    let feed = FeedOptions { duration_min: 120, ..FeedOptions::default() };
+    let burst = MassCasualtySpec { district: "district-5".into(), minute: 40, calls: 12 };
+    let em = EmergencyOptions { call_rate: 3.0, mass_casualty: vec![burst], ..EmergencyOptions::default() };
+    let lines = scenario_feed(&model, &geojson, &feed, &em).unwrap();
+    let dir = scratch("emergency");
+    std::fs::write(dir.join("city.geojson"), &geojson).unwrap();
+    std::fs::write(dir.join("feed.jsonl"), lines.join("\n")).unwrap();
+    let one = run_files(&dir, &dir.join("city.geojson"), &dir.join("feed.jsonl"), 1, None);
+    assert!(one.dead.is_empty(), "{:?}", &one.dead[..one.dead.len().min(3)]);
+    assert!(one.summary.accepted["emergency/incident"] > 100, "{:?}", one.summary.accepted);
+
+    let pts = points(&one.lp);
+    let district: Vec<&Point> = pts.iter().filter(|p| p.measurement == "emergency_district").collect();
+    assert!(district.iter().any(|p| p.fields.contains_key("response_p90_s")), "percentiles are written");
+    let dispatch: Vec<&Point> = pts.iter().filter(|p| p.measurement == "emergency_dispatch").collect();
+    assert!(
+        dispatch.iter().any(|p| p.tags["rank"] == "1" && !p.fields["unit"].is_empty()),
+        "recommendations"
+    );
+    assert!(dispatch.iter().any(|p| p.fields["unit"].is_empty()), "and their withdrawal on dispatch");
+    // The burst leaves its district short of ambulances.
+    let gaps: Vec<&Value> = one.alerts.iter().filter(|a| a["rule"] == "emergency.coverage_gap").collect();
+    assert!(gaps.iter().any(|a| a["subject"] == json!({"district": "district-5", "unit_type": "ambulance"})));
+    assert!(one.alerts.iter().any(|a| a["rule"] == "emergency.surge" && a["district"] == "district-5"));
+
+    // Same bytes on two workers.
+    let two = run_files(&dir, &dir.join("city.geojson"), &dir.join("feed.jsonl"), 2, None);
+    assert_eq!(one.lp, two.lp);
+    assert_eq!(one.alerts, two.alerts);
+}

@@ -336,10 +336,13 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
                         Ok((t, mut records)) => {
                             let (n, raw) = book.render(t, &mut records, &city, &cfg, &mut buf);
                             points.fetch_add(n, Ordering::Relaxed);
-                            if n > 0 {
-                                let mut b = board.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-                                version_tx.send_replace(b.apply(t, &records));
-                            }
+                            // Every batch, not only those that wrote points: a unit that moves
+                            // within its district writes nothing but changes the read model, and
+                            // the board's clock must follow the alerts'. Dashboards hear of it
+                            // only when the version moved.
+                            let mut b = board.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                            let v = b.apply(t, &records);
+                            version_tx.send_if_modified(|old| std::mem::replace(old, v) != v);
                             hub.apply(t, raw);
                         }
                         Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}

@@ -600,3 +600,283 @@ async fn a_locked_alert_store_pauses_input_and_recovers_without_losing_a_transit
     let seqs: Vec<u64> = hist.as_array().unwrap().iter().map(|t| t["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
 }
+
+/// The emergency API (`/api/emergency/*`) over a live dataflow whose output is consumed as the
+/// service does (board, alert hub): reads scoped by role, and dispatches confirmed through
+/// ingestion.
+mod emergency {
+    use super::*;
+    use citybrain::alerts::AlertBook;
+    use citybrain::live::{Live, LiveOptions};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    /// A live dataflow behind a served API. Ambulances a1 (nearest to i1) and a2, police p1, all
+    /// available, on segment s1 in cell c1; medical incidents i1 (cell c1, severity 1) and i2
+    /// (cell c2, the officer's, severity 2), reported at T0; the clock pushed past the
+    /// unassigned timers (T0 + 60 s) by a detector reading at T0 + 2 min.
+    struct Em {
+        port: u16,
+        keys: Keys,
+        live: Option<Live>,
+        gate: citybrain::api::IngestGate,
+        dead: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Drop for Em {
+        /// A failing test stops the dataflow too: its workers would wait for the API's sender
+        /// forever, and the test with them.
+        fn drop(&mut self) {
+            self.gate.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(live) = self.live.take() {
+                let _ = live.shutdown();
+            }
+        }
+    }
+
+    async fn start(name: &str) -> Em {
+        let dir = common::scratch(name);
+        let (keys, tokens) = keys();
+        let city = Arc::new(CityModel::from_geojson_str(CITY).unwrap());
+        let cfg = Arc::new(Config::default());
+        let hub = hub(&dir.join("a.db"), 0, 0);
+        let mut state = standalone(hub.clone(), tokens, HttpConfig::default());
+        let (version_tx, version_rx) = tokio::sync::watch::channel(0u64);
+        state.board_version = version_rx;
+        // The service's output consumer: render, board, hub.
+        let (board, c) = (state.board.clone(), city.clone());
+        let (book, cf) = (Mutex::new(AlertBook::default()), cfg.clone());
+        let consume = move |t: Ms, mut records: Vec<_>| {
+            let mut lp = String::new();
+            let (_, raw) = book.lock().unwrap().render(t, &mut records, &c, &cf, &mut lp);
+            version_tx.send_replace(board.write().unwrap().apply(t, &records));
+            hub.apply(t, raw);
+        };
+        let dead: Arc<Mutex<Vec<String>>> = Arc::default();
+        let d = dead.clone();
+        let reject = move |topic: &str, _: &[u8], why: &citybrain_dataflows::event::Rejected| {
+            d.lock().unwrap().push(format!("{topic} {}", why.reason.as_str()))
+        };
+        let reject: citybrain::live::RejectSink = Arc::new(reject);
+        let opts = LiveOptions { tick: Duration::from_millis(50), ..LiveOptions::default() };
+        let live = Live::start(city, cfg, opts, Arc::new(consume), reject.clone()).unwrap();
+        *state.ingest.lock().unwrap() = Some(live.sender());
+        state.reject = reject;
+        let gate = state.ingest.clone();
+        let port = serve(state).await;
+
+        let unit = |id: &str, kind: &str, lon: f64| json!({"unit": id, "ts": T0, "type": kind, "status": "available", "lon": lon, "lat": 0.5});
+        let incident = |id: &str, severity: u8, lon: f64| json!({"incident": id, "ts": T0, "status": "reported", "type": "medical", "severity": severity, "lon": lon, "lat": 0.5});
+        let feed = [
+            ("emergency/unit/a1", unit("a1", "ambulance", 0.15)),
+            ("emergency/unit/a2", unit("a2", "ambulance", 0.12)),
+            ("emergency/unit/p1", unit("p1", "police", 0.2)),
+            ("emergency/incident/i1", incident("i1", 1, 0.35)),
+            ("emergency/incident/i2", incident("i2", 2, 1.5)),
+            (
+                "traffic/detector/k1",
+                json!({"sensor": "k1", "segment": "s1", "ts": T0 + 2 * MIN, "interval_s": 30, "count": 0}),
+            ),
+        ];
+        for (topic, payload) in feed {
+            let path = format!("/api/ingest/city/{topic}");
+            assert_eq!(call("POST", port, &path, Some(&keys.ingest), Some(payload)).await.0, 202, "{topic}");
+        }
+        Em { port, keys, live: Some(live), gate, dead }
+    }
+
+    impl Em {
+        /// GETs `path` as `token` until `ok` holds for the answer (15 s at most); the answer.
+        async fn until(&self, path: &str, token: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let (st, v) = call("GET", self.port, path, Some(token), None).await;
+                assert_eq!(st, 200, "{path}: {v}");
+                if ok(&v) {
+                    return v;
+                }
+                assert!(Instant::now() < deadline, "{what}: {path} still answers {v}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+
+        async fn get(&self, path: &str, token: &str) -> Value {
+            let (st, v) = call("GET", self.port, path, Some(token), None).await;
+            assert_eq!(st, 200, "{path}: {v}");
+            v
+        }
+
+        async fn confirm(&self, incident: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+            call("POST", self.port, &format!("/api/emergency/dispatch/{incident}"), token, Some(body)).await
+        }
+
+        /// Stops the dataflow; the dead letters it and the API kept.
+        async fn stop(mut self) -> Vec<String> {
+            self.gate.lock().unwrap().take();
+            let live = self.live.take().unwrap();
+            tokio::task::spawn_blocking(move || live.shutdown()).await.unwrap().unwrap();
+            self.dead.lock().unwrap().clone()
+        }
+    }
+
+    /// `key` of every row (as text), in order.
+    fn col(rows: &Value, key: &str) -> Vec<String> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[key].as_str().map_or_else(|| r[key].to_string(), str::to_string))
+            .collect()
+    }
+
+    /// The recommended units of `incident`, by rank.
+    fn recommended(rows: &Value, incident: &str) -> Vec<String> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["incident"] == incident)
+            .map(|r| r["unit"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn emergency_reads_are_scoped_by_role() {
+        let em = start("api-em-reads").await;
+        let (ops, officer, ingest) = (&em.keys.ops, &em.keys.officer, &em.keys.ingest);
+        let rows = em
+            .until("/api/emergency/dispatch", ops, "recommendations", |v| {
+                recommended(v, "i1") == ["a1", "a2"] && !recommended(v, "i2").is_empty()
+            })
+            .await;
+        assert_eq!(rows[0]["unit_type"], "ambulance");
+        assert!(rows[0]["eta_s"].as_f64().unwrap() > 0.0 && rows[0]["distance_m"].as_f64().unwrap() > 0.0);
+        let all = em.get("/api/emergency/incidents", ops).await;
+        assert_eq!(col(&all, "incident"), ["i1", "i2"]);
+        let i1 = &all[0];
+        assert_eq!(
+            (i1["type"].as_str(), i1["status"].as_str(), i1["cell"].as_str(), i1["district"].as_str()),
+            (Some("medical"), Some("reported"), Some("c1"), Some("d1"))
+        );
+        assert_eq!((i1["severity"].as_u64(), i1["reported_ts"].as_u64()), (Some(1), Some(T0)));
+        assert!(i1["unit"].is_null() && i1["dispatched_ts"].is_null());
+        let units = em.get("/api/emergency/units", ops).await;
+        assert_eq!(col(&units, "unit"), ["a1", "a2", "p1"]);
+        assert_eq!(col(&units, "status"), ["available"; 3]);
+        assert_eq!((units[0]["type"].as_str(), units[0]["lon"].as_f64()), (Some("ambulance"), Some(0.15)));
+
+        // The officer (cell c2): i2 only, its recommendations only, no unit works on it yet.
+        assert_eq!(col(&em.get("/api/emergency/incidents", officer).await, "incident"), ["i2"]);
+        let theirs = em.get("/api/emergency/dispatch", officer).await;
+        assert!(!theirs.as_array().unwrap().is_empty());
+        assert_eq!(col(&theirs, "incident").iter().filter(|i| *i != "i2").count(), 0, "{theirs}");
+        assert_eq!(em.get("/api/emergency/units", officer).await, json!([]));
+        // The unassigned alerts of both, each seen by whom it concerns.
+        let alerts = em.until("/api/alerts", ops, "unassigned alerts", |v| ids(v).len() == 2).await;
+        assert_eq!(ids(&alerts), ["emergency.unassigned:i1", "emergency.unassigned:i2"]);
+        assert_eq!(ids(&em.get("/api/alerts", officer).await), ["emergency.unassigned:i2"]);
+
+        for path in ["/api/emergency/incidents", "/api/emergency/units", "/api/emergency/dispatch"] {
+            assert_eq!(call("GET", em.port, path, Some(ingest), None).await.0, 403, "{path} as ingest");
+            assert_eq!(call("GET", em.port, path, None, None).await.0, 401, "{path} without a token");
+            assert_eq!(call("GET", em.port, path, Some("cb_wrong"), None).await.0, 401, "{path}");
+        }
+        // /ws/live carries the emergency rows and figures.
+        let mut live = ws(em.port, "/ws/live", ops).await;
+        let snap = next(&mut live).await;
+        assert_eq!(col(&snap["emergency_incidents"], "incident"), ["i1", "i2"]);
+        assert_eq!(col(&snap["emergency_districts"], "district"), ["d1"]);
+        assert_eq!(snap["emergency_districts"][0]["unassigned"], 2);
+        assert!(!snap["emergency_dispatch"].as_array().unwrap().is_empty());
+        assert_eq!(
+            (snap["kpis"]["open_incidents"].as_i64(), snap["kpis"]["unassigned_incidents"].as_i64()),
+            (Some(2), Some(2))
+        );
+        assert_eq!(snap["kpis"]["available_units"], 3);
+        // The routes are described.
+        let (_, api) = call("GET", em.port, "/api/openapi.json", None, None).await;
+        for path in [
+            "/api/emergency/incidents",
+            "/api/emergency/units",
+            "/api/emergency/dispatch",
+            "/api/emergency/dispatch/{incident}",
+        ] {
+            assert!(api["paths"].get(path).is_some(), "{path} missing from the OpenAPI description");
+        }
+        assert_eq!(em.stop().await, Vec::<String>::new());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_confirmed_dispatch_is_published_through_ingestion_and_clears_the_unassigned_alert() {
+        let em = start("api-em-dispatch").await;
+        let (ops, officer, ingest) = (&em.keys.ops, &em.keys.officer, &em.keys.ingest);
+        em.until("/api/emergency/dispatch", ops, "recommendations", |v| recommended(v, "i1") == ["a1", "a2"])
+            .await;
+        em.until("/api/alerts", ops, "unassigned alerts", |v| {
+            ids(v).contains(&"emergency.unassigned:i1".into())
+        })
+        .await;
+
+        // Who may confirm, and what is refused.
+        let a1 = json!({"unit": "a1"});
+        assert_eq!(em.confirm("i1", Some(officer), a1.clone()).await.0, 403);
+        assert_eq!(em.confirm("i2", Some(officer), a1.clone()).await.0, 403, "even in their own cell");
+        assert_eq!(em.confirm("i1", Some(ingest), a1.clone()).await.0, 403);
+        assert_eq!(em.confirm("i1", None, a1.clone()).await.0, 401);
+        assert_eq!(em.confirm("nope", Some(ops), a1.clone()).await.0, 404);
+        assert_eq!(em.confirm("i1", Some(ops), json!({})).await.0, 400);
+        assert_eq!(em.confirm("i1", Some(ops), json!({"unit": "zz"})).await.0, 400);
+        let (st, err) = em.confirm("i1", Some(ops), json!({"unit": "p1"})).await;
+        assert_eq!(st, 400, "a police car for a medical call: {err}");
+
+        // Ops confirms a1 for i1: both events are queued, stamped with the city clock.
+        let (st, sent) = em.confirm("i1", Some(ops), json!({"unit": "a1", "note": "confirmed"})).await;
+        assert_eq!(st, 202, "{sent}");
+        let ts = sent["incident"]["payload"]["ts"].as_u64().unwrap();
+        assert!(ts >= T0 + MIN, "the clock has passed the alert's raise: {sent}");
+        assert_eq!(
+            sent["incident"],
+            json!({"topic": "city/emergency/incident/i1", "payload": {"incident": "i1", "ts": ts,
+                "status": "dispatched", "type": "medical", "severity": 1, "lon": 0.35, "lat": 0.5,
+                "unit": "a1", "note": "confirmed"}})
+        );
+        assert_eq!(
+            sent["unit"],
+            json!({"topic": "city/emergency/unit/a1", "payload": {"unit": "a1", "ts": ts,
+                "type": "ambulance", "status": "dispatched", "incident": "i1", "lon": 0.15, "lat": 0.5}})
+        );
+
+        // Through the dataflow: i1 dispatched, its recommendations withdrawn, a1 no longer
+        // recommended for i2, the unassigned alert of i1 cleared (that of i2 stays).
+        let incidents = em
+            .until("/api/emergency/incidents", ops, "i1 dispatched", |v| v[0]["status"] == "dispatched")
+            .await;
+        assert_eq!(
+            (incidents[0]["unit"].as_str(), incidents[0]["dispatched_ts"].as_u64()),
+            (Some("a1"), Some(ts))
+        );
+        let rows = em
+            .until("/api/emergency/dispatch", ops, "i1 withdrawn", |v| recommended(v, "i1").is_empty())
+            .await;
+        assert_eq!(recommended(&rows, "i2"), ["a2"]);
+        let units = em.get("/api/emergency/units", ops).await;
+        assert_eq!(
+            (units[0]["status"].as_str(), units[0]["incident"].as_str()),
+            (Some("dispatched"), Some("i1"))
+        );
+        let alerts = em.until("/api/alerts", ops, "i1's alert cleared", |v| ids(v).len() == 1).await;
+        assert_eq!(ids(&alerts), ["emergency.unassigned:i2"]);
+        let (_, cleared) = call("GET", em.port, "/api/alerts?state=cleared", Some(ops), None).await;
+        assert_eq!(ids(&cleared), ["emergency.unassigned:i1"]);
+
+        // Again: i1 has its unit (409), and a1 is no longer available (409).
+        assert_eq!(em.confirm("i1", Some(ops), json!({"unit": "a2"})).await.0, 409);
+        assert_eq!(em.confirm("i2", Some(ops), a1).await.0, 409);
+        // a2 for i2, in the officer's cell: now the officer sees the unit working on it.
+        assert_eq!(em.confirm("i2", Some(ops), json!({"unit": "a2"})).await.0, 202);
+        let theirs =
+            em.until("/api/emergency/units", officer, "a2 on i2", |v| col(v, "unit") == ["a2"]).await;
+        assert_eq!(theirs[0]["incident"], "i2");
+        em.until("/api/emergency/dispatch", ops, "no recommendation left", |v| *v == json!([])).await;
+        em.until("/api/alerts", ops, "every alert cleared", |v| ids(v).is_empty()).await;
+        assert_eq!(em.stop().await, Vec::<String>::new(), "nothing published was dead-lettered");
+    }
+}

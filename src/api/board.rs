@@ -7,6 +7,7 @@
 //! [`ReadModel::live`] can give the rows changed since the version a `/ws/live` client last got.
 //! A domain's routes read its own model through the board's field for it (`board.traffic`).
 
+use super::emergency::EmergencyBoard;
 use super::traffic::TrafficBoard;
 use citybrain_dataflows::pipeline::Out;
 use citybrain_dataflows::{CityModel, Config, Ms};
@@ -32,6 +33,8 @@ pub trait ReadModel: Send + Sync {
 pub struct Board {
     /// Traffic: segments and districts.
     pub(super) traffic: TrafficBoard,
+    /// Emergency: incidents, units, recommendations, districts.
+    pub(super) emergency: EmergencyBoard,
     version: u64,
     clock: Ms,
 }
@@ -39,17 +42,22 @@ pub struct Board {
 impl Board {
     /// An empty board for `city`.
     pub fn new(city: Arc<CityModel>, cfg: Arc<Config>) -> Board {
-        Board { traffic: TrafficBoard::new(city, cfg), version: 0, clock: 0 }
+        Board {
+            traffic: TrafficBoard::new(city.clone(), cfg.clone()),
+            emergency: EmergencyBoard::new(city, cfg),
+            version: 0,
+            clock: 0,
+        }
     }
 
     /// Every domain's read model, in the order their parts appear in `/ws/live` messages.
-    fn models(&self) -> [&dyn ReadModel; 1] {
-        [&self.traffic]
+    fn models(&self) -> [&dyn ReadModel; 2] {
+        [&self.traffic, &self.emergency]
     }
 
     /// [`Board::models`], to update.
-    fn models_mut(&mut self) -> [&mut dyn ReadModel; 1] {
-        [&mut self.traffic]
+    fn models_mut(&mut self) -> [&mut dyn ReadModel; 2] {
+        [&mut self.traffic, &mut self.emergency]
     }
 
     /// Applies one completed event time's output (consolidated): newer windows replace older
@@ -81,11 +89,15 @@ impl Board {
 
     /// City-wide figures for dashboards.
     pub(super) fn kpis(&self, active_alerts: u64) -> Kpis {
+        let (open_incidents, unassigned_incidents, available_units) = self.emergency.totals();
         Kpis {
             clock: self.clock,
             active_alerts,
             congested_km: self.traffic.congested_km(),
             mean_tpi: self.traffic.mean_tpi(),
+            open_incidents,
+            unassigned_incidents,
+            available_units,
         }
     }
 }
@@ -101,6 +113,12 @@ pub struct Kpis {
     pub congested_km: f64,
     /// Mean district traffic performance index.
     pub mean_tpi: f64,
+    /// Open emergency incidents across the city (the districts' `open_incidents`).
+    pub open_incidents: i64,
+    /// Open incidents no unit was dispatched to (the districts' `unassigned`).
+    pub unassigned_incidents: i64,
+    /// Available emergency units (the districts' `available_units`).
+    pub available_units: i64,
 }
 
 #[cfg(test)]

@@ -40,13 +40,14 @@ pub fn routes(max_bytes: usize) -> OpenApiRouter<AppState> {
 }
 
 /// Takes the payload of one topic of §2 (one JSON object or an array of them) over HTTP.
+/// (Also what `POST /api/emergency/dispatch/{incident}` publishes its events through.)
 #[utoipa::path(post, path = "/api/ingest/{topic}", security(("bearer" = [])),
     params(("topic" = String, Path, description = "The full topic, e.g. city/traffic/detector/d-17")),
     request_body(content = Object, content_type = "application/json"),
     responses((status = 202, description = "Queued for the dataflow; invalid elements go to the dead-letter store"),
         (status = 400, description = "Not JSON (dead-lettered)"), (status = 401), (status = 403), (status = 413),
         (status = 503, description = "The dataflow is busy or stopping, or an output is failing (input paused): retry")))]
-async fn ingest(
+pub(super) async fn ingest(
     auth: Authed,
     State(s): State<AppState>,
     Path(topic): Path<String>,

@@ -8,6 +8,8 @@
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/api/openapi.json` | none | — |
 //! | `GET /api/city` | bearer | ops, officer |
 //! | `GET /api/traffic/segments`, `/api/traffic/districts` | bearer | ops |
+//! | `GET /api/emergency/incidents`, `/api/emergency/units`, `/api/emergency/dispatch` | bearer | ops; officer (own cells) |
+//! | `POST /api/emergency/dispatch/{incident}` | bearer | ops |
 //! | `GET /api/alerts`, `POST /api/alerts/{id}/ack`, `GET /ws/alerts` | bearer | ops; officer (own cells) |
 //! | `GET /ws/live` | bearer | ops |
 //! | `POST /api/ingest/{topic…}` | bearer | ingest, ops |
@@ -31,6 +33,7 @@
 //! | this one | [`AppState`], [`app`]: the domain modules' routes assembled, body limits, CORS |
 //! | [`board`] | [`Board`], the latest indicators of every domain under one version; [`ReadModel`], what a domain's read model implements |
 //! | [`traffic`] | the traffic read model (segments, districts) and `/api/traffic/*` |
+//! | [`emergency`] | the emergency read model (incidents, units, recommendations, districts) and `/api/emergency/*` |
 //! | [`alerts`] | `/api/alerts` (active set, stored history) and `/api/alerts/{id}/ack` |
 //! | [`ws`] | the `/ws/alerts` and `/ws/live` loops |
 //! | [`ingest`] | `POST /api/ingest/{topic…}` |
@@ -61,6 +64,7 @@ pub mod alerts;
 pub mod auth;
 pub mod board;
 pub mod city;
+pub mod emergency;
 pub mod error;
 pub mod ingest;
 pub mod openapi;
@@ -173,6 +177,7 @@ pub fn app(state: AppState) -> Router {
         .merge(probes::routes())
         .merge(city::routes())
         .merge(traffic::routes())
+        .merge(emergency::routes())
         .merge(alerts::routes())
         .merge(ws::routes())
         .layer(DefaultBodyLimit::max(body_limit))

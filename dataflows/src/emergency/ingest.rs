@@ -356,14 +356,18 @@ impl Ingest {
             }
         }
         // Reports no copy of which could be accepted any more are folded into the state: keep
-        // the last of them as the base.
-        let horizon = upto.saturating_sub(self.cfg.retention_ms());
-        while ent.events.len() > 1
-            && ent.events.keys().nth(1).is_some_and(|&t| t + self.cfg.retention_ms() <= upto)
-        {
-            ent.events.pop_first();
+        // the last of them as the base, carrying forward the position and station a later report
+        // without them falls back on (a copy of the base is too late, so changing it is safe).
+        let retention = self.cfg.retention_ms();
+        while ent.events.len() > 1 && ent.events.keys().nth(1).is_some_and(|&t| t + retention <= upto) {
+            if let Some((_, old)) = ent.events.pop_first()
+                && let Some(mut base) = ent.events.first_entry()
+            {
+                let base = base.get_mut();
+                base.pos = base.pos.or(old.pos);
+                base.station = base.station.or(old.station);
+            }
         }
-        let _ = horizon;
         if let Some(next) = ent.events.keys().copied().find(|&t| t > upto) {
             self.due.entry(next).or_default().insert(Key::Unit(id.to_string()));
         }

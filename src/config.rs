@@ -28,6 +28,7 @@ struct FileConfig {
     ingest: IngestConfig,
     traffic: TrafficConfig,
     emergency: citybrain_dataflows::config::EmergencyConfig,
+    grid: citybrain_dataflows::config::GridConfig,
     mqtt: MqttConfig,
     influxdb: Option<InfluxConfig>,
     http: HttpConfig,
@@ -209,6 +210,7 @@ impl Settings {
             ingest: file.ingest,
             traffic: file.traffic,
             emergency: file.emergency,
+            grid: file.grid,
         };
         dataflow.validate().map_err(|e| {
             anyhow::anyhow!("config {}: {e}", path.map(|p| p.display().to_string()).unwrap_or_default())

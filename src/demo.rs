@@ -3,14 +3,19 @@
 //! early on so a traffic incident alert is raised (and cleared) within the first minute at the
 //! default speed; calls come at twice the simulator's default rate, so incidents show within the
 //! first minutes; and a mass-casualty incident in the middle district after 20 simulated minutes
-//! exhausts its ambulances (coverage gaps, unassigned calls).
+//! exhausts its ambulances (coverage gaps, unassigned calls). The grid runs alongside: cases
+//! at [`DEMO_CASE_RATE`] worked by the cells' officers, every cell's sensors, a rainstorm over
+//! the first district from minute [`DEMO_RAINSTORM_MINUTE`] (water levels rise, flooding cases),
+//! and one water-level sensor that falls silent at minute [`DEMO_SILENT_SENSOR_MINUTE`] (stale
+//! 15 minutes later).
 
 use anyhow::{Context, Result};
 use citybrain_dataflows::{CityModel, Ms};
 use citybrain_sim::publish::{MqttTarget, Pace, publish_lines};
 use citybrain_sim::{
-    CityOptions, EmergencyOptions, EmergencySim, FeedOptions, IncidentSpec, MassCasualtySpec, RoadNetwork,
-    Scenario, Simulator, generate_city, geojson_text,
+    CityOptions, EmergencyOptions, EmergencySim, FeedOptions, GridOptions, GridSim, IncidentSpec,
+    MassCasualtySpec, RainstormSpec, RoadNetwork, Scenario, SilentSensorSpec, Simulator, generate_city,
+    geojson_text,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +28,28 @@ pub const DEMO_CALL_RATE: f64 = 3.0;
 pub const DEMO_MASS_CASUALTY_MINUTE: u32 = 20;
 /// Calls of the demo's mass-casualty incident.
 pub const DEMO_MASS_CASUALTY_CALLS: u32 = 12;
+
+/// Grid cases per cell per hour in the demo (daily mean): about 70 an hour in the default city.
+pub const DEMO_CASE_RATE: f64 = 2.0;
+/// Simulated minute the demo's rainstorm begins (it lasts 40 minutes).
+pub const DEMO_RAINSTORM_MINUTE: u32 = 5;
+/// Simulated minute the demo's silent sensor stops reporting.
+pub const DEMO_SILENT_SENSOR_MINUTE: u32 = 2;
+
+/// The demo's grid scenario (see the module docs).
+pub fn grid_options(city: &CityModel) -> GridOptions {
+    let rainstorms = city
+        .districts
+        .first()
+        .map(|d| RainstormSpec { district: d.id.clone(), minute: DEMO_RAINSTORM_MINUTE, duration_min: 40 })
+        .into_iter()
+        .collect();
+    GridOptions {
+        case_rate: DEMO_CASE_RATE,
+        rainstorms,
+        silent_sensors: vec![SilentSensorSpec { sensor: None, minute: DEMO_SILENT_SENSOR_MINUTE }],
+    }
+}
 
 /// The demo city's GeoJSON text: the simulator's default city (deterministic).
 fn city_text() -> Result<String> {
@@ -92,6 +119,16 @@ pub async fn simulate(
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "emergency scenario off: traffic only");
             Scenario::traffic_only(traffic)
+        }
+    };
+    let sim = match GridSim::new(&city, &opts, &grid_options(&city)) {
+        Ok(grid) => {
+            tracing::info!(sensors = grid.sensor_count(), case_rate = DEMO_CASE_RATE, "grid scenario on");
+            sim.with_grid(grid)?
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "grid scenario off");
+            sim
         }
     };
     let lines = sim.map_while(|batch| batch.ok()).flat_map(|batch| batch.lines);

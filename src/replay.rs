@@ -724,10 +724,9 @@ pub fn replay(opts: &ReplayOptions, settings: &Settings) -> Result<ReplaySummary
         let _ = tx.as_ref().map(|tx| tx.send(ToWriter::FinalDeadLetters(dead)));
         stats.duplicates = rounds.ingest.duplicates();
         stats.corrections = rounds.ingest.corrections();
-        let e = &rounds.ingest.emergency;
-        stats.accepted[TopicKind::Detector as usize] -= rounds.ingest.traffic.duplicates();
-        stats.accepted[TopicKind::Incident as usize] -= e.duplicates_of(TopicKind::Incident);
-        stats.accepted[TopicKind::Unit as usize] -= e.duplicates_of(TopicKind::Unit);
+        for kind in TopicKind::ALL {
+            stats.accepted[kind as usize] -= rounds.ingest.duplicates_of(kind);
+        }
         drop(rounds);
         (stats, last.map(|_| end))
     })

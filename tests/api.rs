@@ -615,9 +615,9 @@ mod emergency {
     /// available, on segment s1 in cell c1; medical incidents i1 (cell c1, severity 1) and i2
     /// (cell c2, the officer's, severity 2), reported at T0; the clock pushed past the
     /// unassigned timers (T0 + 60 s) by a detector reading at T0 + 2 min.
-    struct Em {
-        port: u16,
-        keys: Keys,
+    pub(super) struct Em {
+        pub(super) port: u16,
+        pub(super) keys: Keys,
         live: Option<Live>,
         gate: citybrain::api::IngestGate,
         dead: Arc<Mutex<Vec<String>>>,
@@ -635,6 +635,25 @@ mod emergency {
     }
 
     async fn start(name: &str) -> Em {
+        let unit = |id: &str, kind: &str, lon: f64| json!({"unit": id, "ts": T0, "type": kind, "status": "available", "lon": lon, "lat": 0.5});
+        let incident = |id: &str, severity: u8, lon: f64| json!({"incident": id, "ts": T0, "status": "reported", "type": "medical", "severity": severity, "lon": lon, "lat": 0.5});
+        let feed = vec![
+            ("emergency/unit/a1", unit("a1", "ambulance", 0.15)),
+            ("emergency/unit/a2", unit("a2", "ambulance", 0.12)),
+            ("emergency/unit/p1", unit("p1", "police", 0.2)),
+            ("emergency/incident/i1", incident("i1", 1, 0.35)),
+            ("emergency/incident/i2", incident("i2", 2, 1.5)),
+            (
+                "traffic/detector/k1",
+                json!({"sensor": "k1", "segment": "s1", "ts": T0 + 2 * MIN, "interval_s": 30, "count": 0}),
+            ),
+        ];
+        start_with(name, feed).await
+    }
+
+    /// A live dataflow behind a served API, fed `feed` (topics below `city/`) through
+    /// `POST /api/ingest` as the ingest role.
+    pub(super) async fn start_with(name: &str, feed: Vec<(&str, Value)>) -> Em {
         let dir = common::scratch(name);
         let (keys, tokens) = keys();
         let city = Arc::new(CityModel::from_geojson_str(CITY).unwrap());
@@ -665,19 +684,6 @@ mod emergency {
         let gate = state.ingest.clone();
         let port = serve(state).await;
 
-        let unit = |id: &str, kind: &str, lon: f64| json!({"unit": id, "ts": T0, "type": kind, "status": "available", "lon": lon, "lat": 0.5});
-        let incident = |id: &str, severity: u8, lon: f64| json!({"incident": id, "ts": T0, "status": "reported", "type": "medical", "severity": severity, "lon": lon, "lat": 0.5});
-        let feed = [
-            ("emergency/unit/a1", unit("a1", "ambulance", 0.15)),
-            ("emergency/unit/a2", unit("a2", "ambulance", 0.12)),
-            ("emergency/unit/p1", unit("p1", "police", 0.2)),
-            ("emergency/incident/i1", incident("i1", 1, 0.35)),
-            ("emergency/incident/i2", incident("i2", 2, 1.5)),
-            (
-                "traffic/detector/k1",
-                json!({"sensor": "k1", "segment": "s1", "ts": T0 + 2 * MIN, "interval_s": 30, "count": 0}),
-            ),
-        ];
         for (topic, payload) in feed {
             let path = format!("/api/ingest/city/{topic}");
             assert_eq!(call("POST", port, &path, Some(&keys.ingest), Some(payload)).await.0, 202, "{topic}");
@@ -687,7 +693,13 @@ mod emergency {
 
     impl Em {
         /// GETs `path` as `token` until `ok` holds for the answer (15 s at most); the answer.
-        async fn until(&self, path: &str, token: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        pub(super) async fn until(
+            &self,
+            path: &str,
+            token: &str,
+            what: &str,
+            ok: impl Fn(&Value) -> bool,
+        ) -> Value {
             let deadline = Instant::now() + Duration::from_secs(15);
             loop {
                 let (st, v) = call("GET", self.port, path, Some(token), None).await;
@@ -700,7 +712,7 @@ mod emergency {
             }
         }
 
-        async fn get(&self, path: &str, token: &str) -> Value {
+        pub(super) async fn get(&self, path: &str, token: &str) -> Value {
             let (st, v) = call("GET", self.port, path, Some(token), None).await;
             assert_eq!(st, 200, "{path}: {v}");
             v
@@ -711,7 +723,7 @@ mod emergency {
         }
 
         /// Stops the dataflow; the dead letters it and the API kept.
-        async fn stop(mut self) -> Vec<String> {
+        pub(super) async fn stop(mut self) -> Vec<String> {
             self.gate.lock().unwrap().take();
             let live = self.live.take().unwrap();
             tokio::task::spawn_blocking(move || live.shutdown()).await.unwrap().unwrap();
@@ -720,7 +732,7 @@ mod emergency {
     }
 
     /// `key` of every row (as text), in order.
-    fn col(rows: &Value, key: &str) -> Vec<String> {
+    pub(super) fn col(rows: &Value, key: &str) -> Vec<String> {
         rows.as_array()
             .unwrap()
             .iter()
@@ -878,5 +890,104 @@ mod emergency {
         em.until("/api/emergency/dispatch", ops, "no recommendation left", |v| *v == json!([])).await;
         em.until("/api/alerts", ops, "every alert cleared", |v| ids(v).is_empty()).await;
         assert_eq!(em.stop().await, Vec::<String>::new(), "nothing published was dead-lettered");
+    }
+}
+
+mod grid {
+    use super::emergency::{col, start_with};
+    use super::*;
+
+    /// Cases g1 (cell c1, garbage) and g2 (cell c2, the officer's; gas_leak) reported at T0, a
+    /// water-level sensor in c2 in alarm from T0 + 1 min; a detector reading pushes the clock.
+    async fn start(name: &str) -> super::emergency::Em {
+        let case = |id: &str, category: &str, cell: &str| json!({"case": id, "ts": T0, "status": "reported", "category": category, "cell": cell, "source": "hotline"});
+        let level = |ts: Ms| json!({"sensor": "w2", "ts": ts, "kind": "water_level", "value": 0.5, "cell": "c2", "unit": "m"});
+        let feed = vec![
+            ("grid/case/g1", case("g1", "garbage", "c1")),
+            ("grid/case/g2", case("g2", "gas_leak", "c2")),
+            ("grid/sensor/w2", json!([level(T0), level(T0 + MIN)])),
+            (
+                "traffic/detector/k1",
+                json!({"sensor": "k1", "segment": "s1", "ts": T0 + 2 * MIN, "interval_s": 30, "count": 0}),
+            ),
+        ];
+        start_with(name, feed).await
+    }
+
+    async fn set(port: u16, case: &str, token: &str, body: Value) -> (u16, Value) {
+        call("POST", port, &format!("/api/grid/cases/{case}/status"), Some(token), Some(body)).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn officers_read_and_work_the_cases_of_their_own_cells_only() {
+        let g = start("api-grid").await;
+        let (ops, officer, ingest) = (&g.keys.ops, &g.keys.officer, &g.keys.ingest);
+        let cases = g.until("/api/grid/cases", ops, "both cases", |v| col(v, "case") == ["g1", "g2"]).await;
+        assert_eq!(
+            (cases[1]["status"].as_str(), cases[1]["light"].as_str()),
+            (Some("reported"), Some("green"))
+        );
+        assert_eq!(cases[1]["deadline_ts"].as_u64(), Some(T0 + 60 * MIN), "gas_leak: 1 h");
+        assert_eq!(col(&g.get("/api/grid/cases", officer).await, "case"), ["g2"]);
+        // Cells: ops every cell, the officer theirs; c2 has an open case and a sensor in alarm.
+        assert_eq!(col(&g.get("/api/grid/cells", ops).await, "cell"), ["c1", "c2"]);
+        let mine = g.until("/api/grid/cells", officer, "the alarm", |v| v[0]["sensor_alarms"] == 1).await;
+        assert_eq!(col(&mine, "cell"), ["c2"]);
+        assert_eq!((mine[0]["open_cases"].as_i64(), mine[0]["risk"].as_i64()), (Some(1), Some(30)));
+        assert_eq!(col(&g.get("/api/grid/sensors", officer).await, "sensor"), ["w2"]);
+        assert_eq!(call("GET", g.port, "/api/grid/districts", Some(officer), None).await.0, 403);
+        assert_eq!(col(&g.get("/api/grid/districts", ops).await, "district"), ["d1"]);
+        for path in ["/api/grid/cases", "/api/grid/cells", "/api/grid/sensors"] {
+            assert_eq!(call("GET", g.port, path, Some(ingest), None).await.0, 403, "{path} as ingest");
+            assert_eq!(call("GET", g.port, path, None, None).await.0, 401, "{path} without a token");
+        }
+
+        // Another officer's cell: 403, and nothing is published.
+        assert_eq!(set(g.port, "g1", officer, json!({"status": "in_progress"})).await.0, 403);
+        assert_eq!(set(g.port, "nope", ops, json!({"status": "assigned"})).await.0, 404);
+        assert_eq!(set(g.port, "g2", officer, json!({"status": "done"})).await.0, 400);
+        assert_eq!(set(g.port, "g2", officer, json!({"status": "closed"})).await.0, 409, "not from reported");
+        assert_eq!(set(g.port, "g2", ingest, json!({"status": "assigned"})).await.0, 403);
+        assert_eq!(set(g.port, "g2", officer, json!({"status": "assigned", "officer": "o1"})).await.0, 403);
+        // The officer takes the case: published as its event, assigned to them, and the
+        // case_assigned alert reaches them; taking it in hand clears it.
+        let (st, v) = set(g.port, "g2", officer, json!({"status": "assigned"})).await;
+        assert_eq!(st, 202, "{v}");
+        assert_eq!(
+            (v["topic"].as_str(), v["payload"]["officer"].as_str()),
+            (Some("city/grid/case/g2"), Some("o2"))
+        );
+        assert_eq!(v["payload"]["category"], "gas_leak");
+        g.until("/api/alerts", officer, "case_assigned", |v| {
+            ids(v).contains(&"grid.case_assigned:g2".to_string())
+        })
+        .await;
+        let rows = g.until("/api/grid/cases", officer, "assigned", |v| v[0]["status"] == "assigned").await;
+        assert_eq!(rows[0]["officer"], "o2");
+        assert_eq!(set(g.port, "g2", officer, json!({"status": "in_progress"})).await.0, 202);
+        g.until("/api/alerts", officer, "cleared", |v| {
+            !ids(v).contains(&"grid.case_assigned:g2".to_string())
+        })
+        .await;
+        g.until("/api/grid/cases", officer, "in progress", |v| v[0]["status"] == "in_progress").await;
+        assert_eq!(set(g.port, "g2", officer, json!({"status": "resolved"})).await.0, 202);
+        g.until("/api/grid/cases", officer, "resolved", |v| v[0]["status"] == "resolved").await;
+        // Closing is the operations centre's.
+        assert_eq!(set(g.port, "g2", officer, json!({"status": "closed"})).await.0, 403);
+        assert_eq!(set(g.port, "g2", ops, json!({"status": "closed"})).await.0, 202);
+        let cells = g.until("/api/grid/cells", officer, "closed today", |v| v[0]["closed_today"] == 1).await;
+        assert_eq!(cells[0]["open_cases"], 0);
+
+        // /ws/live carries the grid rows and figures; the routes are described.
+        let mut live = ws(g.port, "/ws/live", ops).await;
+        let snap = next(&mut live).await;
+        assert_eq!(col(&snap["grid_cells"], "cell"), ["c1", "c2"]);
+        assert_eq!(snap["kpis"]["open_cases"], 1);
+        let (_, api) = call("GET", g.port, "/api/openapi.json", None, None).await;
+        for path in ["/api/grid/cases", "/api/grid/cells", "/api/grid/sensors", "/api/grid/cases/{id}/status"]
+        {
+            assert!(api["paths"].get(path).is_some(), "{path} is described");
+        }
+        assert!(g.stop().await.is_empty());
     }
 }

@@ -679,3 +679,69 @@ fn simulated_emergencies_write_indicators_recommendations_and_alerts() {
     assert_eq!(one.lp, two.lp);
     assert_eq!(one.alerts, two.alerts);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Grid: the simulator's cases and cell sensors (with a rainstorm) through `citybrain replay`.
+
+#[test]
+fn simulated_grid_writes_cell_indicators_and_alerts_to_the_cells() {
+    use citybrain_sim::{
+        CityOptions, FeedOptions, GridOptions, GridSim, RainstormSpec, Scenario, SilentSensorSpec, Simulator,
+        generate_city, geojson_text,
+    };
+    let geojson = geojson_text(&generate_city(&CityOptions::default()).unwrap());
+    let model = citybrain_dataflows::CityModel::from_geojson_str(&geojson).unwrap();
+    let feed = FeedOptions { duration_min: 180, ..FeedOptions::default() };
+    let opts = GridOptions {
+        case_rate: 2.0,
+        rainstorms: vec![RainstormSpec { district: "district-2".into(), minute: 20, duration_min: 60 }],
+        silent_sensors: vec![SilentSensorSpec { sensor: None, minute: 30 }],
+    };
+    let grid = GridSim::new(&model, &feed, &opts).unwrap();
+    let silent = grid.silent_sensors()[0].0.to_string();
+    let sim = Scenario::traffic_only(Simulator::new(&model, &feed).unwrap()).with_grid(grid).unwrap();
+    let mut lines = Vec::new();
+    for batch in sim {
+        lines.extend(batch.unwrap().lines);
+    }
+    let dir = scratch("grid");
+    std::fs::write(dir.join("city.geojson"), &geojson).unwrap();
+    std::fs::write(dir.join("feed.jsonl"), lines.join("\n")).unwrap();
+    let one = run_files(&dir, &dir.join("city.geojson"), &dir.join("feed.jsonl"), 1, None);
+    assert!(one.dead.is_empty(), "{:?}", &one.dead[..one.dead.len().min(3)]);
+    assert!(one.summary.accepted["grid/case"] > 100, "{:?}", one.summary.accepted);
+    assert!(one.summary.accepted["grid/sensor"] > 1000, "{:?}", one.summary.accepted);
+
+    let pts = points(&one.lp);
+    let cells: Vec<&Point> = pts.iter().filter(|p| p.measurement == "grid_cell").collect();
+    assert!(cells.iter().any(|p| p.fields["open_cases"] != "0i"), "open cases are counted");
+    assert!(cells.iter().any(|p| p.fields["closed_today"] != "0i"), "and closed ones");
+    assert!(pts.iter().any(|p| p.measurement == "grid_district" && p.fields.contains_key("mttr_s")));
+    assert!(pts.iter().any(|p| p.measurement == "grid_sensor" && p.tags["kind"] == "water_level"));
+    // The rainstorm floods district-2: water-level alarms there and nowhere else; every grid
+    // alert names its cell, so it reaches that cell's officers.
+    let threshold: Vec<&Value> = one.alerts.iter().filter(|a| a["rule"] == "grid.sensor_threshold").collect();
+    assert!(threshold.iter().any(|a| a["district"] == "district-2" && a["state"] == "raised"));
+    assert!(
+        threshold
+            .iter()
+            .all(|a| a["district"] == "district-2"
+                || !a["subject"]["sensor"].as_str().unwrap().contains("water")),
+        "{threshold:?}"
+    );
+    assert!(one.alerts.iter().filter(|a| a["domain"] == "grid").all(|a| a["cell"].is_string()));
+    assert!(one.alerts.iter().any(|a| a["rule"] == "grid.case_assigned"));
+    let stale: Vec<&Value> = one.alerts.iter().filter(|a| a["rule"] == "grid.sensor_stale").collect();
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    assert_eq!(stale[0]["subject"]["sensor"], silent.as_str());
+
+    // Same bytes on two workers, and with every line twice.
+    let two = run_files(&dir, &dir.join("city.geojson"), &dir.join("feed.jsonl"), 2, None);
+    assert_eq!(one.lp, two.lp);
+    assert_eq!(one.alerts, two.alerts);
+    let doubled: Vec<String> = lines.iter().flat_map(|l| [l.clone(), l.clone()]).collect();
+    std::fs::write(dir.join("twice.jsonl"), doubled.join("\n")).unwrap();
+    let twice = run_files(&dir, &dir.join("city.geojson"), &dir.join("twice.jsonl"), 2, None);
+    assert_eq!(one.lp, twice.lp);
+    assert_eq!(one.alerts, twice.alerts);
+}

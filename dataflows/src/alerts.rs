@@ -30,6 +30,16 @@ pub enum Rule {
     EmergencyCoverageGap,
     /// Many more incidents in a district than usual.
     EmergencySurge,
+    /// A case assigned to the cell's officers and not yet taken in hand.
+    GridCaseAssigned,
+    /// An open case past its deadline.
+    GridCaseOverdue,
+    /// A cell sensor beyond its threshold.
+    GridSensorThreshold,
+    /// A cell sensor that stopped reporting.
+    GridSensorStale,
+    /// A cell whose risk score is high.
+    GridRiskHigh,
 }
 
 impl Rule {
@@ -43,6 +53,11 @@ impl Rule {
             Rule::EmergencyResponseSla => "emergency.response_sla",
             Rule::EmergencyCoverageGap => "emergency.coverage_gap",
             Rule::EmergencySurge => "emergency.surge",
+            Rule::GridCaseAssigned => "grid.case_assigned",
+            Rule::GridCaseOverdue => "grid.case_overdue",
+            Rule::GridSensorThreshold => "grid.sensor_threshold",
+            Rule::GridSensorStale => "grid.sensor_stale",
+            Rule::GridRiskHigh => "grid.risk_high",
         }
     }
 
@@ -54,6 +69,11 @@ impl Rule {
             | Rule::EmergencyResponseSla
             | Rule::EmergencyCoverageGap
             | Rule::EmergencySurge => "emergency",
+            Rule::GridCaseAssigned
+            | Rule::GridCaseOverdue
+            | Rule::GridSensorThreshold
+            | Rule::GridSensorStale
+            | Rule::GridRiskHigh => "grid",
         }
     }
 
@@ -69,7 +89,12 @@ impl Rule {
             | Rule::EmergencyUnassigned
             | Rule::EmergencyResponseSla
             | Rule::EmergencyCoverageGap
-            | Rule::EmergencySurge => None,
+            | Rule::EmergencySurge
+            | Rule::GridCaseAssigned
+            | Rule::GridCaseOverdue
+            | Rule::GridSensorThreshold
+            | Rule::GridSensorStale
+            | Rule::GridRiskHigh => None,
         }
     }
 
@@ -81,6 +106,9 @@ impl Rule {
             Rule::TrafficDetectorOffline => Severity::Info,
             Rule::EmergencyUnassigned | Rule::EmergencyResponseSla => Severity::Critical,
             Rule::EmergencyCoverageGap | Rule::EmergencySurge => Severity::Warning,
+            Rule::GridCaseAssigned | Rule::GridSensorStale => Severity::Info,
+            Rule::GridCaseOverdue | Rule::GridSensorThreshold => Severity::Warning,
+            Rule::GridRiskHigh => Severity::Critical,
         }
     }
 }
@@ -259,6 +287,26 @@ pub enum Subject {
         /// Unit type.
         unit_type: crate::event::UnitType,
     },
+    /// A grid case, with where it is.
+    Case {
+        /// Case id.
+        id: String,
+        /// Cell.
+        cell: Idx,
+        /// District.
+        district: Idx,
+    },
+    /// A cell sensor, with where it is.
+    Sensor {
+        /// Sensor id.
+        id: String,
+        /// Cell.
+        cell: Idx,
+        /// District.
+        district: Idx,
+    },
+    /// A grid cell.
+    Cell(Idx),
 }
 
 /// The identity of an alert: stable per (rule, subject).
@@ -357,6 +405,42 @@ impl AlertKey {
                     None,
                     Some(dist.id.clone()),
                     format!("District {} ({}) has no {t} unit available", dist.name, dist.id),
+                )
+            }
+            Subject::Case { id, cell, district } => {
+                let what = match rule {
+                    Rule::GridCaseOverdue => "is past its deadline",
+                    _ => "is assigned to the cell's officers",
+                };
+                (
+                    id.clone(),
+                    serde_json::json!({ "case": &id }),
+                    cell_id(Some(cell)),
+                    district_id(district),
+                    format!("Case {id} in cell {} {what}", city.cells[cell as usize].id),
+                )
+            }
+            Subject::Sensor { id, cell, district } => {
+                let what = match rule {
+                    Rule::GridSensorStale => "stopped reporting",
+                    _ => "is beyond its alarm threshold",
+                };
+                (
+                    id.clone(),
+                    serde_json::json!({ "sensor": &id }),
+                    cell_id(Some(cell)),
+                    district_id(district),
+                    format!("Sensor {id} in cell {} {what}", city.cells[cell as usize].id),
+                )
+            }
+            Subject::Cell(c) => {
+                let cell = &city.cells[c as usize];
+                (
+                    cell.id.clone(),
+                    serde_json::json!({ "cell": cell.id }),
+                    Some(cell.id.clone()),
+                    district_id(cell.district),
+                    format!("Cell {} has a high risk score", cell.id),
                 )
             }
         };

@@ -12,6 +12,7 @@ use crate::time::{MINUTE, Ms, SECOND};
 use serde::{Deserialize, Serialize};
 
 pub use crate::emergency::config::EmergencyConfig;
+pub use crate::grid::config::GridConfig;
 pub use crate::traffic::config::{Bands, CongestionConfig, IncidentConfig, TrafficConfig};
 
 /// All settings of the dataflows.
@@ -26,6 +27,8 @@ pub struct Config {
     pub traffic: TrafficConfig,
     /// Emergency indicators, dispatch recommendations and alerts.
     pub emergency: EmergencyConfig,
+    /// Grid management: case time limits, sensor rules, the cell risk score.
+    pub grid: GridConfig,
 }
 
 /// The event-time clock (CONTRACT §1).
@@ -96,8 +99,10 @@ impl Config {
         if self.ingest.max_future_s == 0 || self.ingest.max_future_s > 7 * 86_400 {
             return err("ingest.max_future_s", "must be 1..604800 (a week)");
         }
+        crate::grid::calendar::parse_tz(&self.time.city_tz)?;
         self.traffic.validate()?;
         self.emergency.validate()?;
+        self.grid.validate()?;
         Ok(())
     }
 

@@ -18,88 +18,8 @@ use std::borrow::Cow;
 pub use crate::emergency::events::{
     IncidentEvent, IncidentStatus, IncidentType, UnitEvent, UnitStatus, UnitType,
 };
+pub use crate::grid::events::{CaseEvent, CaseSource, CaseStatus, GridSensorReading};
 pub use crate::traffic::events::DetectorReading;
-
-/// Grid case lifecycle states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum CaseStatus {
-    Reported,
-    Assigned,
-    InProgress,
-    Resolved,
-    Closed,
-    Reopened,
-}
-
-/// Where a grid case came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum CaseSource {
-    Hotline,
-    Patrol,
-    Sensor,
-    App,
-}
-
-/// A grid-management case event (`city/grid/case/{id}`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CaseEvent<'a> {
-    /// Case id.
-    #[serde(borrow, rename = "case")]
-    pub case_id: Cow<'a, str>,
-    /// Event time.
-    pub ts: Ts,
-    /// New status.
-    pub status: CaseStatus,
-    /// Category (free text; selects the time limit).
-    #[serde(borrow)]
-    pub category: Cow<'a, str>,
-    /// Cell id, or else lon/lat.
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub cell: Option<Cow<'a, str>>,
-    /// Longitude.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lon: Option<f64>,
-    /// Latitude.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lat: Option<f64>,
-    /// Source channel.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<CaseSource>,
-    /// Officer handling it.
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub officer: Option<Cow<'a, str>>,
-}
-
-/// A grid cell sensor reading (`city/grid/sensor/{id}`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GridSensorReading<'a> {
-    /// Sensor id.
-    #[serde(borrow)]
-    pub sensor: Cow<'a, str>,
-    /// Event time.
-    pub ts: Ts,
-    /// What it measures (free text: water_level, smoke, …).
-    #[serde(borrow)]
-    pub kind: Cow<'a, str>,
-    /// The reading.
-    pub value: f64,
-    /// Cell id, or else lon/lat.
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub cell: Option<Cow<'a, str>>,
-    /// Longitude.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lon: Option<f64>,
-    /// Latitude.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lat: Option<f64>,
-    /// Unit of `value`.
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<Cow<'a, str>>,
-}
 
 /// Public-health case states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -519,15 +439,12 @@ impl Decoder {
             }
             TopicKind::Case => {
                 let r: CaseEvent = serde_json::from_str(text).map_err(err)?;
-                lon_lat(r.lon, r.lat)?;
+                r.validate()?;
                 Event::Case(r)
             }
             TopicKind::GridSensor => {
                 let r: GridSensorReading = serde_json::from_str(text).map_err(err)?;
-                lon_lat(r.lon, r.lat)?;
-                if !r.value.is_finite() {
-                    return Err(Rejected::new(Reason::InvalidValue, "value is not finite"));
-                }
+                r.validate()?;
                 Event::GridSensor(r)
             }
             TopicKind::HealthCase => {

@@ -7,13 +7,16 @@
 //! worker's [`Ingest`], so an entity's state lives in exactly one place for any number of
 //! workers. [`Ingest`] holds one ingest per domain and ends rounds for all of them together
 //! ([`Ingest::flush`]); the domains' own modules say how their updates are timed and why
-//! that is correct: [`crate::traffic::ingest`], [`crate::emergency::ingest`].
+//! that is correct: [`crate::traffic::ingest`], [`crate::emergency::ingest`],
+//! [`crate::upsert`] (grid cases and sensors).
 
 use crate::city::CityModel;
 use crate::config::Config;
 use crate::emergency::events::{IncidentRecord, UnitRecord};
 use crate::emergency::ingest::{EmRecord, Ingest as EmergencyIngest};
 use crate::event::{Event, Rejected, TopicKind};
+use crate::grid::events::{CaseRecord, SensorRecord};
+use crate::grid::ingest::{GridRecord, Ingest as GridIngest};
 use crate::pipeline::Inputs;
 use crate::time::{Ms, Source, SourceClock, source_of};
 use crate::traffic::ingest::Ingest as TrafficIngest;
@@ -32,7 +35,11 @@ pub enum Record {
     Incident(IncidentRecord),
     /// A unit report.
     Unit(UnitRecord),
-    /// A record of a domain without a dataflow yet (grid, health): accepted as is; it moves the
+    /// A grid case event.
+    Case(CaseRecord),
+    /// A cell sensor reading.
+    GridSensor(SensorRecord),
+    /// A record of a domain without a dataflow yet (health): accepted as is; it moves the
     /// clock like any validated record.
     Other {
         /// Topic family.
@@ -51,6 +58,8 @@ impl Record {
             Event::Detector(r) => Record::Detector(CheckedReading::check(city, r)?),
             Event::Incident(e) => Record::Incident(IncidentRecord::check(e)),
             Event::Unit(e) => Record::Unit(UnitRecord::check(city, e)?),
+            Event::Case(e) => Record::Case(CaseRecord::check(city, e)?),
+            Event::GridSensor(e) => Record::GridSensor(SensorRecord::check(city, e)?),
             other => Record::Other { kind: other.kind(), source: other.source(), ts: other.ts().0 },
         })
     }
@@ -61,6 +70,8 @@ impl Record {
             Record::Detector(_) => TopicKind::Detector,
             Record::Incident(_) => TopicKind::Incident,
             Record::Unit(_) => TopicKind::Unit,
+            Record::Case(_) => TopicKind::Case,
+            Record::GridSensor(_) => TopicKind::GridSensor,
             Record::Other { kind, .. } => *kind,
         }
     }
@@ -71,6 +82,8 @@ impl Record {
             Record::Detector(r) => r.ts,
             Record::Incident(r) => r.ts,
             Record::Unit(r) => r.ts,
+            Record::Case(r) => r.ts,
+            Record::GridSensor(r) => r.ts,
             Record::Other { ts, .. } => *ts,
         }
     }
@@ -81,6 +94,8 @@ impl Record {
             Record::Detector(r) => r.source(),
             Record::Incident(r) => source_of(TopicKind::Incident as u8, &r.id),
             Record::Unit(r) => source_of(TopicKind::Unit as u8, &r.id),
+            Record::Case(r) => source_of(TopicKind::Case as u8, &r.id),
+            Record::GridSensor(r) => source_of(TopicKind::GridSensor as u8, &r.id),
             Record::Other { source, .. } => *source,
         }
     }
@@ -92,6 +107,8 @@ impl Record {
             Record::Detector(r) => r.det as u64,
             Record::Incident(r) => stable_hash(&r.id),
             Record::Unit(r) => stable_hash(&r.id),
+            Record::Case(r) => stable_hash(&r.id),
+            Record::GridSensor(r) => stable_hash(&r.id),
             Record::Other { source, .. } => *source,
         };
         (key % workers.max(1) as u64) as usize
@@ -104,6 +121,8 @@ impl Record {
             Record::Detector(r) => format!("traffic/detector/{}", city.detectors[r.det as usize].id),
             Record::Incident(r) => format!("emergency/incident/{}", r.id),
             Record::Unit(r) => format!("emergency/unit/{}", r.id),
+            Record::Case(r) => format!("grid/case/{}", r.id),
+            Record::GridSensor(r) => format!("grid/sensor/{}", r.id),
             Record::Other { kind, .. } => kind.path().to_string(),
         }
     }
@@ -131,6 +150,8 @@ pub struct Ingest {
     pub traffic: TrafficIngest,
     /// Incidents and units.
     pub emergency: EmergencyIngest,
+    /// Cases and cell sensors.
+    pub grid: GridIngest,
     /// Sources of this worker's records (the traffic ingest keeps its own).
     sources: SourceClock,
     next_seq: u64,
@@ -141,7 +162,8 @@ impl Ingest {
     pub fn new(city: Arc<CityModel>, cfg: &Config) -> Self {
         Ingest {
             traffic: TrafficIngest::new(city.clone(), cfg),
-            emergency: EmergencyIngest::new(city, cfg),
+            emergency: EmergencyIngest::new(city.clone(), cfg),
+            grid: GridIngest::new(city, cfg),
             sources: SourceClock::default(),
             next_seq: 0,
         }
@@ -167,27 +189,18 @@ impl Ingest {
 
     /// Offers one record; `seq` places it in the input order.
     pub fn offer_record(&mut self, record: Record, seq: u64) -> Result<(), Rejected> {
+        let (source, ts) = (record.source(), record.ts());
         match record {
-            Record::Detector(r) => self.traffic.offer_checked(r, seq),
-            Record::Incident(r) => {
-                let source = source_of(TopicKind::Incident as u8, &r.id);
-                let ts = r.ts;
-                self.emergency.offer(seq, EmRecord::Incident(r))?;
-                self.sources.observe(source, ts);
-                Ok(())
-            }
-            Record::Unit(r) => {
-                let source = source_of(TopicKind::Unit as u8, &r.id);
-                let ts = r.ts;
-                self.emergency.offer(seq, EmRecord::Unit(r))?;
-                self.sources.observe(source, ts);
-                Ok(())
-            }
-            Record::Other { source, ts, .. } => {
-                self.sources.observe(source, ts);
-                Ok(())
-            }
+            // The traffic ingest keeps its own sources.
+            Record::Detector(r) => return self.traffic.offer_checked(r, seq),
+            Record::Incident(r) => self.emergency.offer(seq, EmRecord::Incident(r))?,
+            Record::Unit(r) => self.emergency.offer(seq, EmRecord::Unit(r))?,
+            Record::Case(r) => self.grid.offer(seq, GridRecord::Case(r))?,
+            Record::GridSensor(r) => self.grid.offer(seq, GridRecord::Sensor(r))?,
+            Record::Other { .. } => {}
         }
+        self.sources.observe(source, ts);
+        Ok(())
     }
 
     /// The sources this worker has seen (accepted records only), for the city's clock.
@@ -199,17 +212,27 @@ impl Ingest {
 
     /// The latest event time applied to any domain's state (held records excluded).
     pub fn max_applied(&self) -> Option<Ms> {
-        self.traffic.max_applied().max(self.emergency.max_applied())
+        self.traffic.max_applied().max(self.emergency.max_applied()).max(self.grid.max_applied())
     }
 
     /// Identical copies of accepted records, so far.
     pub fn duplicates(&self) -> u64 {
-        self.traffic.duplicates() + self.emergency.duplicates()
+        self.traffic.duplicates() + self.emergency.duplicates() + self.grid.duplicates()
+    }
+
+    /// Identical copies of accepted records of one topic family, so far.
+    pub fn duplicates_of(&self, kind: TopicKind) -> u64 {
+        match kind {
+            TopicKind::Detector => self.traffic.duplicates(),
+            TopicKind::Incident | TopicKind::Unit => self.emergency.duplicates_of(kind),
+            TopicKind::Case | TopicKind::GridSensor => self.grid.duplicates_of(kind),
+            TopicKind::HealthCase | TopicKind::Trip | TopicKind::Checkin => 0,
+        }
     }
 
     /// Copies with other content that replaced the first, so far.
     pub fn corrections(&self) -> u64 {
-        self.traffic.corrections() + self.emergency.corrections()
+        self.traffic.corrections() + self.emergency.corrections() + self.grid.corrections()
     }
 
     /// Window sums held live (see [`TrafficIngest::live_windows`]).
@@ -237,6 +260,13 @@ impl Ingest {
                 EmRecord::Unit(r) => Record::Unit(r),
             },
         }));
+        held.extend(self.grid.take_held().into_iter().map(|(seq, r)| Held {
+            seq,
+            record: match r {
+                GridRecord::Case(r) => Record::Case(r),
+                GridRecord::Sensor(r) => Record::GridSensor(r),
+            },
+        }));
         held.sort_by_key(|h| h.seq);
         held
     }
@@ -245,5 +275,6 @@ impl Ingest {
     pub fn flush(&mut self, inputs: &mut Inputs, upto: Ms, horizon: Ms, timers_upto: Ms) {
         self.traffic.flush(&mut inputs.traffic, upto, horizon, timers_upto);
         self.emergency.flush(&mut inputs.emergency, upto, horizon);
+        self.grid.flush(&mut inputs.grid, upto, horizon);
     }
 }

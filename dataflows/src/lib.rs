@@ -38,6 +38,7 @@ pub mod config;
 mod diff;
 pub mod emergency;
 pub mod event;
+pub mod grid;
 pub mod ingest;
 pub mod lp;
 pub mod names;
@@ -47,6 +48,7 @@ pub mod scan;
 pub mod time;
 pub mod totals;
 pub mod traffic;
+pub mod upsert;
 pub mod windows;
 
 pub use city::CityModel;

@@ -160,7 +160,9 @@ pub fn encode_batch(t: Ms, batch: &[(Out, isize)], city: &CityModel, cfg: &Confi
             points += 1;
         }
     }
-    points + crate::emergency::measure::rows(t, batch, city, &mut lp)
+    points
+        + crate::emergency::measure::rows(t, batch, city, &mut lp)
+        + crate::grid::measure::rows(t, batch, city, &mut lp)
 }
 
 /// Appends the `alert` line of a transition, stamped `time` (the transition's event time).

@@ -10,7 +10,8 @@
 use crate::alerts::AlertKey;
 use crate::city::CityModel;
 use crate::config::Config;
-use crate::emergency::{self, EmergencyInputs};
+use crate::emergency::{self, EmOut, EmergencyInputs};
+use crate::grid::{self, GridInputs};
 use crate::time::Ms;
 use crate::traffic::{self, DetWin, DistSum, DistWin, FlowSum, SegWin, TrafficInputs};
 use differential_dataflow::consolidation::consolidate;
@@ -35,6 +36,8 @@ pub enum Out {
     District(DistWin, DistSum),
     /// An emergency record: indicators, states, recommendations.
     Emergency(crate::emergency::EmOut),
+    /// A grid record: indicators and states.
+    Grid(crate::grid::GridOut),
     /// An active alert (`alert`).
     Alert(AlertKey),
 }
@@ -45,6 +48,8 @@ pub struct Inputs {
     pub traffic: TrafficInputs,
     /// Emergency inputs.
     pub emergency: EmergencyInputs,
+    /// Grid inputs.
+    pub grid: GridInputs,
 }
 
 impl Inputs {
@@ -52,12 +57,14 @@ impl Inputs {
     pub fn advance_to(&mut self, t: Ms) {
         self.traffic.advance_to(t);
         self.emergency.advance_to(t);
+        self.grid.advance_to(t);
     }
 
     /// Flushes buffered updates into the dataflow.
     pub fn flush(&mut self) {
         self.traffic.flush();
         self.emergency.flush();
+        self.grid.flush();
     }
 
     /// The inputs' current time.
@@ -83,14 +90,22 @@ pub fn build<'s>(
     cfg: Arc<Config>,
 ) -> (Inputs, VecCollection<'s, Ms, Out>) {
     let (traffic_in, t) = traffic::dataflow(scope, city.clone(), cfg.clone());
-    let (emergency_in, e) = emergency::dataflow(scope, city, cfg, t.segments.clone());
+    let (emergency_in, e) = emergency::dataflow(scope, city.clone(), cfg.clone(), t.segments.clone());
+    // Grid risk counts the traffic incidents on a cell's segments and the open emergency
+    // incidents in it.
+    let open_incident_cells = e.out.clone().flat_map(|o| match o {
+        EmOut::Incident(i) if i.is_open() => i.cell,
+        _ => None,
+    });
+    let (grid_in, g) = grid::dataflow(scope, city, cfg, t.alerts.clone(), open_incident_cells);
     let out = new_values(t.detectors)
         .map(|(k, v)| Out::Detector(k, v))
         .concat(new_values(t.segments).map(|(k, v)| Out::Segment(k, v)))
         .concat(new_values(t.districts).map(|(k, v)| Out::District(k, v)))
         .concat(e.out.map(Out::Emergency))
-        .concat(t.alerts.concat(e.alerts).map(Out::Alert));
-    (Inputs { traffic: traffic_in, emergency: emergency_in }, out)
+        .concat(g.out.map(Out::Grid))
+        .concat(t.alerts.concat(e.alerts).concat(g.alerts).map(Out::Alert));
+    (Inputs { traffic: traffic_in, emergency: emergency_in, grid: grid_in }, out)
 }
 
 /// Whether an output at event time `t`, after the last event time seen (`last`) because input
@@ -105,6 +120,9 @@ pub fn after_input_keeps(out: &Out, t: Ms, last: Ms) -> bool {
         // Emergency state changes only on events and their timers (a closed incident leaving,
         // a sample leaving the hour): none of them after the last event is news.
         Out::Emergency(_) => false,
+        // Likewise grid states: deadlines and staleness after the last event are absence
+        // timers, and a day's end is not news.
+        Out::Grid(_) => false,
         _ => true,
     }
 }

@@ -80,13 +80,15 @@
 //!
 //! [`Scenario`] yields one [`Batch`] per traffic interval `[t, t + interval)`: the detector
 //! readings of `t` (which arrive within 2 s of `t`), then the emergency events that arrive during
-//! the interval, in arrival order. Events that would arrive after the end of the run are not
-//! written (as a recording that simply stops). The emergency streams of the seed are separate
+//! the interval, in arrival order (and then, with the grid scenario, [`crate::grid`]'s events
+//! arriving during it). Events that would arrive after the end of the run are not written (as a
+//! recording that simply stops). The emergency streams of the seed are separate
 //! from the traffic streams (callers per district, one per incident, one per unit, the
 //! dispatcher, one per mass-casualty incident), so the same seed and options always give the same
 //! bytes, and turning the scenario on or off changes no detector reading.
 
 use crate::feed::{Batch, FeedOptions, Simulator};
+use crate::grid::GridSim;
 use anyhow::{Context, Result, bail, ensure};
 use citybrain_dataflows::CityModel;
 use citybrain_dataflows::city::Idx;
@@ -115,9 +117,10 @@ pub const DEFAULT_OUT_OF_ORDER: f64 = 0.02;
 /// Default share of calls cancelled before dispatch.
 pub const DEFAULT_CANCEL_SHARE: f64 = 0.04;
 
-const HOUR: Ms = 60 * MINUTE;
+/// An hour, ms.
+pub(crate) const HOUR: Ms = 60 * MINUTE;
 /// The city time zone's offset from UTC (Asia/Shanghai has no daylight saving time).
-const CITY_UTC_OFFSET_MS: Ms = 8 * HOUR;
+pub(crate) const CITY_UTC_OFFSET_MS: Ms = 8 * HOUR;
 /// Largest delivery delay (exclusive), as for detector readings.
 const MAX_DELAY_MS: Ms = 2 * SECOND;
 /// Relative call rate by local hour (piecewise linear; normalised to a daily mean of 1).
@@ -280,7 +283,7 @@ fn lerp(a: Xy, b: Xy, t: f64) -> Xy {
     [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t]
 }
 
-fn round_to(v: f64, digits: i32) -> f64 {
+pub(crate) fn round_to(v: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (v * f).round() / f
 }
@@ -768,14 +771,14 @@ enum Action {
 }
 
 /// A random stream of the seed.
-fn stream(seed: u64, n: u64) -> ChaCha8Rng {
+pub(crate) fn stream(seed: u64, n: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(n);
     rng
 }
 
 /// Hour of the day (0..24, fractional) in the city time zone.
-fn local_hour(ts: Ms) -> f64 {
+pub(crate) fn local_hour(ts: Ms) -> f64 {
     ((ts + CITY_UTC_OFFSET_MS) % (24 * HOUR)) as f64 / HOUR as f64
 }
 
@@ -793,7 +796,7 @@ fn profile_mean() -> f64 {
 }
 
 /// `YYYYMMDD` of an instant in the city time zone.
-fn local_date(ts: Ms) -> String {
+pub(crate) fn local_date(ts: Ms) -> String {
     // Howard Hinnant's days-to-civil.
     let z = ((ts + CITY_UTC_OFFSET_MS) / (24 * HOUR)) as i64 + 719_468;
     let era = z.div_euclid(146_097);
@@ -808,7 +811,7 @@ fn local_date(ts: Ms) -> String {
 }
 
 /// Index into a mix of shares, for a uniform draw `u` in [0, 1).
-fn pick(shares: impl IntoIterator<Item = f64>, u: f64) -> usize {
+pub(crate) fn pick(shares: impl IntoIterator<Item = f64>, u: f64) -> usize {
     let mut acc = 0.0;
     let mut last = 0;
     for (i, s) in shares.into_iter().enumerate() {
@@ -1445,21 +1448,25 @@ impl<'c> EmergencySim<'c> {
     }
 }
 
-/// A whole run: the traffic [`Simulator`] and, optionally, the emergency scenario, merged in
-/// arrival order. An iterator over the run's intervals, each a [`Batch`]: the detector readings
-/// of the interval, then the emergency events arriving during it. Without the emergency
-/// scenario the batches are exactly the traffic simulator's.
+/// A whole run: the traffic [`Simulator`] and, optionally, the emergency scenario and the grid
+/// scenario ([`GridSim`], added with [`Scenario::with_grid`]), merged in arrival order. An
+/// iterator over the run's intervals, each a [`Batch`]: the detector readings of the interval,
+/// then the emergency events arriving during it, then the grid events (cases and cell sensor
+/// readings) arriving during it. Without the other scenarios the batches are exactly the traffic
+/// simulator's.
 pub struct Scenario<'c> {
     traffic: Simulator<'c>,
     emergency: Option<EmergencySim<'c>>,
+    grid: Option<GridSim<'c>>,
     readings: u64,
     events: u64,
+    grid_events: u64,
 }
 
 impl<'c> Scenario<'c> {
     /// Traffic alone.
     pub fn traffic_only(traffic: Simulator<'c>) -> Self {
-        Scenario { traffic, emergency: None, readings: 0, events: 0 }
+        Scenario { traffic, emergency: None, grid: None, readings: 0, events: 0, grid_events: 0 }
     }
 
     /// Traffic and, if given, emergencies over the same run.
@@ -1471,7 +1478,19 @@ impl<'c> Scenario<'c> {
                 "the emergency scenario does not cover the traffic run"
             );
         }
-        Ok(Scenario { traffic, emergency, readings: 0, events: 0 })
+        Ok(Scenario { traffic, emergency, grid: None, readings: 0, events: 0, grid_events: 0 })
+    }
+
+    /// The same run with the grid scenario as well (replacing any earlier one); `grid` must cover
+    /// the traffic run (the same [`FeedOptions`]).
+    pub fn with_grid(mut self, grid: GridSim<'c>) -> Result<Self> {
+        let end = self.traffic.start_ms() + self.traffic.interval_count() * grid.interval_ms();
+        ensure!(
+            grid.start_ms() == self.traffic.start_ms() && grid.end_ms() == end,
+            "the grid scenario does not cover the traffic run"
+        );
+        self.grid = Some(grid);
+        Ok(self)
     }
 
     /// Traffic and emergencies over the run of `feed` in `city`, whose GeoJSON text is `geojson`.
@@ -1510,6 +1529,16 @@ impl<'c> Scenario<'c> {
     pub fn emergency_events(&self) -> u64 {
         self.events
     }
+
+    /// The grid simulator, if on.
+    pub fn grid(&self) -> Option<&GridSim<'c>> {
+        self.grid.as_ref()
+    }
+
+    /// Grid events (case events and cell sensor readings) yielded so far.
+    pub fn grid_events(&self) -> u64 {
+        self.grid_events
+    }
 }
 
 impl Iterator for Scenario<'_> {
@@ -1526,6 +1555,15 @@ impl Iterator for Scenario<'_> {
             match em.advance(batch.ts + em.interval_ms()) {
                 Ok(lines) => {
                     self.events += lines.len() as u64;
+                    batch.lines.extend(lines);
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        if let Some(grid) = &mut self.grid {
+            match grid.advance(batch.ts + grid.interval_ms()) {
+                Ok(lines) => {
+                    self.grid_events += lines.len() as u64;
                     batch.lines.extend(lines);
                 }
                 Err(e) => return Some(Err(e)),

@@ -13,6 +13,13 @@
 //!   the simulated traffic speed, encoded with the processor's payload types
 //!   ([`citybrain_dataflows::event::IncidentEvent`], [`citybrain_dataflows::event::UnitEvent`]);
 //!   [`Scenario`] merges it with the detector feed in arrival order.
+//! * [`grid`] — the grid-management scenario: cases reported in every grid cell (urgent and
+//!   ordinary categories, a daily profile) and worked by the cell's officers through their
+//!   lifecycle (assigned, in progress, resolved, closed or reopened; some overdue), the cells'
+//!   sensors (water level, manhole tilt, smoke, PM2.5, noise, feeder load), rainstorms that flood
+//!   a district and open `flooding` cases, and sensors that go silent, encoded with the
+//!   processor's payload types ([`citybrain_dataflows::event::CaseEvent`],
+//!   [`citybrain_dataflows::event::GridSensorReading`]); [`Scenario::with_grid`] adds it to a run.
 //! * [`recording`] — writes and reads recordings (CONTRACT §4: JSON Lines, gzip for `.gz`).
 //! * [`publish`] — publishes recording lines to an MQTT broker, as fast as possible or paced by
 //!   event time, confirming every message (PubAck at QoS 1) before it disconnects.
@@ -31,6 +38,7 @@
 pub mod city;
 pub mod emergency;
 pub mod feed;
+pub mod grid;
 pub mod publish;
 pub mod recording;
 
@@ -39,6 +47,7 @@ pub use emergency::{EmergencyOptions, EmergencySim, MassCasualtySpec, RoadNetwor
 pub use feed::{
     Batch, FeedOptions, IncidentSpec, Simulator, detector_feed, detector_feed_geojson, parse_start,
 };
+pub use grid::{GridOptions, GridSim, RainstormSpec, SilentSensorSpec};
 pub use publish::{
     MqttTarget, Pace, PublishProgress, PublishReport, parse_line, publish_lines, publish_lines_with_progress,
 };

@@ -1,20 +1,23 @@
 //! The `citybrain-sim` command line: `city` generates a city model, `run` simulates its loop
-//! detectors (and, with `--emergency on`, its emergency calls and units) into a recording and/or
-//! to an MQTT broker, `replay` publishes a recording to MQTT.
+//! detectors (and, with `--emergency on`, its emergency calls and units; with `--grid on`, its
+//! grid cases and cell sensors) into a recording and/or to an MQTT broker, `replay` publishes a
+//! recording to MQTT.
 //! Progress and summaries go to stderr.
 
 use anyhow::{Context, Result};
 use citybrain_dataflows::CityModel;
-use citybrain_dataflows::time::{Ms, format_ms};
+use citybrain_dataflows::time::{MINUTE, Ms, format_ms};
 use citybrain_sim::city::CityOptions;
 use citybrain_sim::emergency::{DEFAULT_CALL_RATE, DEFAULT_OUT_OF_ORDER, DEFAULT_UNITS_PER_STATION};
 use citybrain_sim::feed::{
     DEFAULT_DURATION_MIN, DEFAULT_INTERVAL_S, DEFAULT_SEED, DEFAULT_START, DEFAULT_TOPIC_PREFIX,
 };
+use citybrain_sim::grid::DEFAULT_CASE_RATE;
 use citybrain_sim::{
-    EmergencyOptions, EmergencySim, FeedOptions, IncidentSpec, MassCasualtySpec, MqttTarget, Pace,
-    PublishProgress, PublishReport, Recording, RoadNetwork, Scenario, Simulator, generate_city, geojson_text,
-    open_lines, parse_start, publish_lines_with_progress,
+    EmergencyOptions, EmergencySim, FeedOptions, GridOptions, GridSim, IncidentSpec, MassCasualtySpec,
+    MqttTarget, Pace, PublishProgress, PublishReport, RainstormSpec, Recording, RoadNetwork, Scenario,
+    SilentSensorSpec, Simulator, generate_city, geojson_text, open_lines, parse_start,
+    publish_lines_with_progress,
 };
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use std::cell::RefCell;
@@ -32,6 +35,8 @@ const EXAMPLES: &str = "Examples:
   citybrain-sim run --city city.geojson --mqtt mqtt://127.0.0.1:1883 --speed 60
   citybrain-sim run --city city.geojson --out feed.jsonl.gz --emergency on \\
       --mass-casualty district-5@20+12
+  citybrain-sim run --city city.geojson --out week.jsonl.gz --duration-min 10080 --grid on \\
+      --rainstorm district-2@30+60 --silent-sensor 45
   citybrain-sim replay --input feed.jsonl.gz --mqtt mqtt://127.0.0.1:1883 --fast";
 
 /// citybrain's sensor simulator: synthetic city models and detector recordings, deterministic
@@ -67,7 +72,14 @@ enum Command {
     /// simulated traffic speed and reporting their positions. Their events are merged with the
     /// readings in arrival order; the detector readings stay exactly those of the same run
     /// without emergencies.
-    Run(RunArgs),
+    ///
+    /// With --grid on, the city's grid management runs as well: cases in every cell
+    /// (`city/grid/case/{id}`: reported, assigned to one of the cell's officers, in_progress,
+    /// resolved, closed or reopened) and the cells' sensors (`city/grid/sensor/{id}`: water level,
+    /// manhole tilt, smoke, PM2.5, noise, feeder load), with rainstorms and silent sensors on
+    /// request. Their events follow the emergency events of each interval; the detector readings
+    /// and emergency events stay exactly those of the same run without them.
+    Run(Box<RunArgs>),
     /// Publish a recording to an MQTT broker
     ///
     /// Every line's payload (its JSON text as recorded) goes to the line's topic, in order, paced
@@ -152,6 +164,8 @@ struct RunArgs {
     topic_prefix: String,
     #[command(flatten)]
     emergency: EmergencyArgs,
+    #[command(flatten)]
+    grid: GridArgs,
 }
 
 #[derive(Args)]
@@ -210,6 +224,69 @@ impl EmergencyArgs {
             out_of_order: self.out_of_order.unwrap_or(DEFAULT_OUT_OF_ORDER),
             ..EmergencyOptions::default()
         }))
+    }
+}
+
+#[derive(Args)]
+#[command(next_help_heading = "Grid scenario")]
+struct GridArgs {
+    /// Simulate grid management: cases in every cell and the officers working them, and the
+    /// cells' sensors, alongside the detectors.
+    ///
+    /// Cases (urgent: flooding, manhole_cover, road_collapse, gas_leak, fallen_tree, fire_hazard,
+    /// 10 %; ordinary: garbage, illegal_parking, street_light, road_damage, illegal_advertising,
+    /// illegal_construction, graffiti, 85 %; other categories 5 %) are reported by hotline, patrol
+    /// or app, naming their cell or (20 %) a point of it; assigned to one of the cell's officers
+    /// 5–60 min later, worked (urgent ones within hours, any time; ordinary ones within days,
+    /// 08:00–20:00 local), resolved, and closed 10 min–4 h later; about 10 % run past their time
+    /// limit and 5 % are reopened. Every cell has a water-level sensor (every 60 s), a third of
+    /// them one more (manhole tilt, smoke, PM2.5, noise, feeder load), with rare tilted manhole
+    /// covers and night-time noise.
+    #[arg(long, value_enum, default_value = "off")]
+    grid: OnOff,
+    /// Cases per cell per hour, on the daily average; the rate follows a daily profile in the
+    /// city time zone, from 0.22 × at night to 1.75 × from 10:00 to 16:00 [default: 0.3]
+    #[arg(long, value_name = "X", value_parser = parse_case_rate)]
+    case_rate: Option<f64>,
+    /// A rainstorm over DISTRICT (id or name) from MINUTE (counted from the start of the run) for
+    /// DURATION_MIN minutes (default 60), e.g. district-2@30+60: the water level of every cell
+    /// of the district rises to 0.35–0.6 m within about 10 min and drains within 20 min of the
+    /// end; each cell's sensor opens a flooding case (source sensor). Repeatable.
+    #[arg(long = "rainstorm", value_name = "DISTRICT@MINUTE[+DURATION_MIN]")]
+    rainstorms: Vec<RainstormSpec>,
+    /// A sensor that stops reporting from MINUTE (counted from the start of the run) on: a
+    /// water_level sensor chosen by the simulator (outside any rainstorm's district; the summary
+    /// names it), or SENSOR (e.g. ws-cell-1-2-water_level). Repeatable.
+    #[arg(long = "silent-sensor", value_name = "[SENSOR@]MINUTE")]
+    silent_sensors: Vec<SilentSensorSpec>,
+}
+
+impl GridArgs {
+    /// The grid options, or `None` with --grid off (then no other grid option may be given).
+    fn options(&self) -> Result<Option<GridOptions>> {
+        if matches!(self.grid, OnOff::Off) {
+            let given = [
+                (self.case_rate.is_some(), "--case-rate"),
+                (!self.rainstorms.is_empty(), "--rainstorm"),
+                (!self.silent_sensors.is_empty(), "--silent-sensor"),
+            ];
+            if let Some((_, name)) = given.iter().find(|(g, _)| *g) {
+                anyhow::bail!("{name} needs --grid on");
+            }
+            return Ok(None);
+        }
+        Ok(Some(GridOptions {
+            case_rate: self.case_rate.unwrap_or(DEFAULT_CASE_RATE),
+            rainstorms: self.rainstorms.clone(),
+            silent_sensors: self.silent_sensors.clone(),
+        }))
+    }
+}
+
+fn parse_case_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of cases per cell per hour (0–100)")),
     }
 }
 
@@ -326,8 +403,9 @@ fn run(a: RunArgs) -> Result<()> {
         topic_prefix: a.topic_prefix,
     };
     let emergency = a.emergency.options()?;
+    let grid = a.grid.options()?;
     let traffic = Simulator::new(&model, &opts).context("invalid run options")?;
-    let sim = match &emergency {
+    let mut sim = match &emergency {
         None => Scenario::traffic_only(traffic),
         Some(em) => {
             let net = RoadNetwork::from_geojson(&model, &text)
@@ -336,6 +414,9 @@ fn run(a: RunArgs) -> Result<()> {
             Scenario::new(traffic, Some(em))?
         }
     };
+    if let Some(grid) = &grid {
+        sim = sim.with_grid(GridSim::new(&model, &opts, grid).context("invalid grid options")?)?;
+    }
     let (start, total) = (sim.start_ms(), sim.interval_count());
     let destination = match (&a.out, &a.mqtt) {
         (Some(out), None) => out.display().to_string(),
@@ -364,6 +445,29 @@ fn run(a: RunArgs) -> Result<()> {
             mci.concat()
         );
     }
+    if let (Some(grid), Some(sim)) = (&grid, sim.grid()) {
+        let storms: Vec<String> = grid
+            .rainstorms
+            .iter()
+            .map(|r| {
+                format!(", rainstorm: {} from minute {} for {} min", r.district, r.minute, r.duration_min)
+            })
+            .collect();
+        let silent: Vec<String> = sim
+            .silent_sensors()
+            .iter()
+            .map(|(id, from)| format!(", {id} silent from minute {}", (from - start) / MINUTE))
+            .collect();
+        eprintln!(
+            "citybrain-sim: grid: {} cells, {} officers, {} sensors, {} cases per cell per hour{}{}",
+            model.cells.len(),
+            model.officers().count(),
+            sim.sensor_count(),
+            grid.case_rate,
+            storms.concat(),
+            silent.concat()
+        );
+    }
     let out = match (a.out, a.mqtt) {
         (out, Some(mqtt)) => return run_to_mqtt(sim, out, a.publish.target(mqtt), a.publish.pace()),
         (Some(out), None) => out,
@@ -371,7 +475,6 @@ fn run(a: RunArgs) -> Result<()> {
     };
     let long_run = total * model.detectors.len() as u64 >= 100_000;
     let mut rec = Recording::create(&out)?;
-    let mut sim = sim;
     for (i, batch) in (1..).zip(sim.by_ref()) {
         let batch = batch?;
         for line in &batch.lines {
@@ -384,7 +487,7 @@ fn run(a: RunArgs) -> Result<()> {
                 i * 100 / total,
                 format_ms(batch.ts),
                 rec.lines(),
-                if emergency.is_some() { "lines" } else { "readings" }
+                if emergency.is_some() || grid.is_some() { "lines" } else { "readings" }
             );
         }
     }
@@ -393,16 +496,20 @@ fn run(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// `N readings`, or with emergencies `N lines (R detector readings, E emergency events)`.
+/// `N readings`, or with other scenarios `N lines (R detector readings, E emergency events,
+/// G grid events)` (the parts of the scenarios that are on).
 fn what_was_written(sim: &Scenario<'_>, lines: u64) -> String {
-    match sim.emergency() {
-        None => format!("{lines} readings"),
-        Some(_) => format!(
-            "{lines} lines ({} detector readings, {} emergency events)",
-            sim.readings(),
-            sim.emergency_events()
-        ),
+    if sim.emergency().is_none() && sim.grid().is_none() {
+        return format!("{lines} readings");
     }
+    let mut parts = vec![format!("{} detector readings", sim.readings())];
+    if sim.emergency().is_some() {
+        parts.push(format!("{} emergency events", sim.emergency_events()));
+    }
+    if sim.grid().is_some() {
+        parts.push(format!("{} grid events", sim.grid_events()));
+    }
+    format!("{lines} lines ({})", parts.join(", "))
 }
 
 /// `run --mqtt`: publishes the simulated feed; with `out`, also records exactly the lines
@@ -440,8 +547,8 @@ fn run_to_mqtt(sim: Scenario<'_>, out: Option<PathBuf>, target: MqttTarget, pace
     // `held`, if any, is a line that was not published (stopped): it stays out of the recording.
     if let (Some(rec), Some(out)) = (rec, &out) {
         let lines = rec.finish()?;
-        let what =
-            if sim.emergency().is_some() { format!("{lines} lines") } else { format!("{lines} readings") };
+        let mixed = sim.emergency().is_some() || sim.grid().is_some();
+        let what = if mixed { format!("{lines} lines") } else { format!("{lines} readings") };
         eprintln!("citybrain-sim: wrote {what} to {}", out.display());
     }
     if let Some(e) = failure.into_inner() {
@@ -537,7 +644,7 @@ async fn print_progress(progress: Arc<PublishProgress>) {
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::City(a) => city(a),
-        Command::Run(a) => run(a),
+        Command::Run(a) => run(*a),
         Command::Replay(a) => replay(a),
     };
     match result {

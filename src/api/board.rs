@@ -8,11 +8,14 @@
 //! A domain's routes read its own model through the board's field for it (`board.traffic`).
 
 use super::emergency::EmergencyBoard;
+use super::grid::GridBoard;
 use super::traffic::TrafficBoard;
 use citybrain_dataflows::pipeline::Out;
 use citybrain_dataflows::{CityModel, Config, Ms};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::RangeBounds;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
@@ -35,6 +38,8 @@ pub struct Board {
     pub(super) traffic: TrafficBoard,
     /// Emergency: incidents, units, recommendations, districts.
     pub(super) emergency: EmergencyBoard,
+    /// Grid: cases, sensors, cells, districts.
+    pub(super) grid: GridBoard,
     version: u64,
     clock: Ms,
 }
@@ -44,20 +49,21 @@ impl Board {
     pub fn new(city: Arc<CityModel>, cfg: Arc<Config>) -> Board {
         Board {
             traffic: TrafficBoard::new(city.clone(), cfg.clone()),
-            emergency: EmergencyBoard::new(city, cfg),
+            emergency: EmergencyBoard::new(city.clone(), cfg),
+            grid: GridBoard::new(city),
             version: 0,
             clock: 0,
         }
     }
 
     /// Every domain's read model, in the order their parts appear in `/ws/live` messages.
-    fn models(&self) -> [&dyn ReadModel; 2] {
-        [&self.traffic, &self.emergency]
+    fn models(&self) -> [&dyn ReadModel; 3] {
+        [&self.traffic, &self.emergency, &self.grid]
     }
 
     /// [`Board::models`], to update.
-    fn models_mut(&mut self) -> [&mut dyn ReadModel; 2] {
-        [&mut self.traffic, &mut self.emergency]
+    fn models_mut(&mut self) -> [&mut dyn ReadModel; 3] {
+        [&mut self.traffic, &mut self.emergency, &mut self.grid]
     }
 
     /// Applies one completed event time's output (consolidated): newer windows replace older
@@ -90,6 +96,7 @@ impl Board {
     /// City-wide figures for dashboards.
     pub(super) fn kpis(&self, active_alerts: u64) -> Kpis {
         let (open_incidents, unassigned_incidents, available_units) = self.emergency.totals();
+        let (open_cases, overdue_cases) = self.grid.totals();
         Kpis {
             clock: self.clock,
             active_alerts,
@@ -98,6 +105,8 @@ impl Board {
             open_incidents,
             unassigned_incidents,
             available_units,
+            open_cases,
+            overdue_cases,
         }
     }
 }
@@ -119,6 +128,87 @@ pub struct Kpis {
     pub unassigned_incidents: i64,
     /// Available emergency units (the districts' `available_units`).
     pub available_units: i64,
+    /// Open grid cases across the city (the cells' `open_cases`).
+    pub open_cases: i64,
+    /// Overdue grid cases across the city (the cells' `overdue_cases`).
+    pub overdue_cases: i64,
+}
+
+/// How many removals (of each table: incidents, units, ranks, cases, …) are remembered for `/ws/live` updates.
+pub const TOMBSTONES: usize = 4096;
+
+/// Rows by key, each with the board version of its last change; a removed row stays as a
+/// tombstone (the latest [`TOMBSTONES`] removals) so an update can say it went.
+pub(super) struct Table<K, T> {
+    rows: BTreeMap<K, (Option<T>, u64)>,
+    removals: VecDeque<(K, u64)>,
+}
+
+impl<K: Ord + Clone, T: PartialEq> Table<K, T> {
+    pub(super) fn new() -> Self {
+        Table { rows: BTreeMap::new(), removals: VecDeque::new() }
+    }
+
+    pub(super) fn get(&self, k: &K) -> Option<&T> {
+        self.rows.get(k).and_then(|(v, _)| v.as_ref())
+    }
+
+    /// The present rows, by key.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&K, &T)> {
+        self.rows.iter().filter_map(|(k, (v, _))| v.as_ref().map(|v| (k, v)))
+    }
+
+    /// Sets a row; whether it changed.
+    pub(super) fn set(&mut self, k: K, v: T, version: u64) -> bool {
+        match self.rows.get_mut(&k) {
+            Some((Some(old), _)) if *old == v => false,
+            Some(e) => {
+                *e = (Some(v), version);
+                true
+            }
+            None => {
+                self.rows.insert(k, (Some(v), version));
+                true
+            }
+        }
+    }
+
+    /// Removes a row, leaving a tombstone; whether it was there.
+    pub(super) fn remove(&mut self, k: &K, version: u64) -> bool {
+        match self.rows.get_mut(k) {
+            Some(e) if e.0.is_some() => *e = (None, version),
+            _ => return false,
+        }
+        self.removals.push_back((k.clone(), version));
+        while self.removals.len() > TOMBSTONES {
+            let Some((old, v)) = self.removals.pop_front() else { break };
+            if matches!(self.rows.get(&old), Some((None, at)) if *at == v) {
+                self.rows.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// The keys of the present rows in `range`.
+    pub(super) fn present_in(&self, range: impl RangeBounds<K>) -> Vec<K> {
+        self.rows.range(range).filter(|(_, (v, _))| v.is_some()).map(|(k, _)| k.clone()).collect()
+    }
+
+    /// The present rows changed after version `since` (all of them for `None`).
+    pub(super) fn changed(&self, since: Option<u64>) -> impl Iterator<Item = (&K, &T)> {
+        self.rows
+            .iter()
+            .filter(move |(_, (_, at))| since.is_none_or(|s| *at > s))
+            .filter_map(|(k, (v, _))| v.as_ref().map(|v| (k, v)))
+    }
+
+    /// The keys removed after version `since` (none for the snapshot, `None`).
+    pub(super) fn removed(&self, since: Option<u64>) -> impl Iterator<Item = &K> {
+        self.rows
+            .iter()
+            .filter(move |(_, (v, at))| v.is_none() && since.is_some_and(|s| *at > s))
+            .map(|(k, _)| k)
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@
 //! (keys `emergency_incidents`, `emergency_units`, `emergency_dispatch`, `emergency_districts`).
 //! A removed incident, unit or rank leaves a tombstone, so an update can also say what went
 //! (`emergency_incidents_removed`: ids, `emergency_units_removed`: ids,
-//! `emergency_dispatch_removed`: `{incident, rank}`); the latest [`TOMBSTONES`] removals are
+//! `emergency_dispatch_removed`: `{incident, rank}`); the latest [`TOMBSTONES`](super::board::TOMBSTONES) removals are
 //! kept, and a dashboard further behind than that reconnects for a fresh snapshot.
 //!
 //! # Who sees what
@@ -56,7 +56,7 @@
 //! checks read the board, which lags the published events by a round: a second confirmation
 //! within that round is published too (the dataflow counts an identical one as a duplicate).
 
-use super::board::ReadModel;
+use super::board::{ReadModel, Table};
 use super::{ApiError, AppState, Authed};
 use crate::hub::Scope;
 use axum::Json;
@@ -70,89 +70,11 @@ use citybrain_dataflows::pipeline::Out;
 use citybrain_dataflows::{CityModel, Config, Ms};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::ops::RangeBounds;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-/// How many removals (incidents, units, ranks, each) are remembered for `/ws/live` updates.
-pub const TOMBSTONES: usize = 4096;
-
-/// Rows by key, each with the board version of its last change; a removed row stays as a
-/// tombstone (the latest [`TOMBSTONES`] removals) so an update can say it went.
-struct Table<K, T> {
-    rows: BTreeMap<K, (Option<T>, u64)>,
-    removals: VecDeque<(K, u64)>,
-}
-
-impl<K: Ord + Clone, T: PartialEq> Table<K, T> {
-    fn new() -> Self {
-        Table { rows: BTreeMap::new(), removals: VecDeque::new() }
-    }
-
-    fn get(&self, k: &K) -> Option<&T> {
-        self.rows.get(k).and_then(|(v, _)| v.as_ref())
-    }
-
-    /// The present rows, by key.
-    fn iter(&self) -> impl Iterator<Item = (&K, &T)> {
-        self.rows.iter().filter_map(|(k, (v, _))| v.as_ref().map(|v| (k, v)))
-    }
-
-    /// Sets a row; whether it changed.
-    fn set(&mut self, k: K, v: T, version: u64) -> bool {
-        match self.rows.get_mut(&k) {
-            Some((Some(old), _)) if *old == v => false,
-            Some(e) => {
-                *e = (Some(v), version);
-                true
-            }
-            None => {
-                self.rows.insert(k, (Some(v), version));
-                true
-            }
-        }
-    }
-
-    /// Removes a row, leaving a tombstone; whether it was there.
-    fn remove(&mut self, k: &K, version: u64) -> bool {
-        match self.rows.get_mut(k) {
-            Some(e) if e.0.is_some() => *e = (None, version),
-            _ => return false,
-        }
-        self.removals.push_back((k.clone(), version));
-        while self.removals.len() > TOMBSTONES {
-            let Some((old, v)) = self.removals.pop_front() else { break };
-            if matches!(self.rows.get(&old), Some((None, at)) if *at == v) {
-                self.rows.remove(&old);
-            }
-        }
-        true
-    }
-
-    /// The keys of the present rows in `range`.
-    fn present_in(&self, range: impl RangeBounds<K>) -> Vec<K> {
-        self.rows.range(range).filter(|(_, (v, _))| v.is_some()).map(|(k, _)| k.clone()).collect()
-    }
-
-    /// The present rows changed after version `since` (all of them for `None`).
-    fn changed(&self, since: Option<u64>) -> impl Iterator<Item = (&K, &T)> {
-        self.rows
-            .iter()
-            .filter(move |(_, (_, at))| since.is_none_or(|s| *at > s))
-            .filter_map(|(k, (v, _))| v.as_ref().map(|v| (k, v)))
-    }
-
-    /// The keys removed after version `since` (none for the snapshot, `None`).
-    fn removed(&self, since: Option<u64>) -> impl Iterator<Item = &K> {
-        self.rows
-            .iter()
-            .filter(move |(_, (v, at))| v.is_none() && since.is_some_and(|s| *at > s))
-            .map(|(k, _)| k)
-    }
-}
 
 /// The latest emergency state: the emergency part of the [`Board`](super::Board).
 pub struct EmergencyBoard {
@@ -707,8 +629,7 @@ async fn confirm(
         PublishedEvent { topic: format!("{prefix}emergency/incident/{incident}"), payload: ev };
     for e in [&unit_event, &incident_event] {
         let bytes = serde_json::to_vec(&e.payload).map_err(|e| ApiError::Internal(e.to_string()))?;
-        super::ingest::ingest(Authed(auth.0.clone()), State(s.clone()), Path(e.topic.clone()), bytes.into())
-            .await?;
+        super::ingest::publish(&s, e.topic.clone(), bytes.into()).await?;
     }
     let answer = DispatchConfirmed { queued: true, incident: incident_event, unit: unit_event };
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())

@@ -54,6 +54,14 @@ pub(super) async fn ingest(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     auth.require(&[Role::Ingest])?;
+    publish(&s, topic, body).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"queued": true}))).into_response())
+}
+
+/// Queues one topic's payload for the live dataflow with the checks of [`ingest`] (after its
+/// role check): what the domain actions (`POST /api/emergency/dispatch/…`, `POST
+/// /api/grid/cases/…/status`) publish their events through, whoever may call them.
+pub(super) async fn publish(s: &AppState, topic: String, body: axum::body::Bytes) -> Result<(), ApiError> {
     if !topic.starts_with(s.topic_prefix.as_str()) {
         return Err(ApiError::BadRequest(format!("topic must start with {}", s.topic_prefix)));
     }
@@ -67,7 +75,7 @@ pub(super) async fn ingest(
     let sender = s.ingest.lock().ok().and_then(|g| g.clone());
     let sender = sender.ok_or_else(|| ApiError::Unavailable("shutting down".into()))?;
     match sender.try_send(Message { topic, payload: body.to_vec() }) {
-        Ok(()) => Ok((StatusCode::ACCEPTED, Json(json!({"queued": true}))).into_response()),
+        Ok(()) => Ok(()),
         Err(Refused::Full(_)) => Err(ApiError::Unavailable("the dataflow is busy; retry".into())),
         Err(Refused::Stopped) => Err(ApiError::Unavailable("shutting down".into())),
     }

@@ -10,6 +10,9 @@
 //! | `GET /api/traffic/segments`, `/api/traffic/districts` | bearer | ops |
 //! | `GET /api/emergency/incidents`, `/api/emergency/units`, `/api/emergency/dispatch` | bearer | ops; officer (own cells) |
 //! | `POST /api/emergency/dispatch/{incident}` | bearer | ops |
+//! | `GET /api/grid/cases`, `/api/grid/cells`, `/api/grid/sensors` | bearer | ops; officer (own cells) |
+//! | `GET /api/grid/districts` | bearer | ops |
+//! | `POST /api/grid/cases/{id}/status` | bearer | ops; officer (own cells, their steps) |
 //! | `GET /api/alerts`, `POST /api/alerts/{id}/ack`, `GET /ws/alerts` | bearer | ops; officer (own cells) |
 //! | `GET /ws/live` | bearer | ops |
 //! | `POST /api/ingest/{topic…}` | bearer | ingest, ops |
@@ -34,6 +37,7 @@
 //! | [`board`] | [`Board`], the latest indicators of every domain under one version; [`ReadModel`], what a domain's read model implements |
 //! | [`traffic`] | the traffic read model (segments, districts) and `/api/traffic/*` |
 //! | [`emergency`] | the emergency read model (incidents, units, recommendations, districts) and `/api/emergency/*` |
+//! | [`grid`] | the grid read model (cases, sensors, cells, districts) and `/api/grid/*` |
 //! | [`alerts`] | `/api/alerts` (active set, stored history) and `/api/alerts/{id}/ack` |
 //! | [`ws`] | the `/ws/alerts` and `/ws/live` loops |
 //! | [`ingest`] | `POST /api/ingest/{topic…}` |
@@ -66,6 +70,7 @@ pub mod board;
 pub mod city;
 pub mod emergency;
 pub mod error;
+pub mod grid;
 pub mod ingest;
 pub mod openapi;
 pub mod probes;
@@ -178,6 +183,7 @@ pub fn app(state: AppState) -> Router {
         .merge(city::routes())
         .merge(traffic::routes())
         .merge(emergency::routes())
+        .merge(grid::routes())
         .merge(alerts::routes())
         .merge(ws::routes())
         .layer(DefaultBodyLimit::max(body_limit))

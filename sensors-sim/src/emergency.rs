@@ -87,6 +87,7 @@
 //! dispatcher, one per mass-casualty incident), so the same seed and options always give the same
 //! bytes, and turning the scenario on or off changes no detector reading.
 
+use crate::agenda::Agenda;
 use crate::feed::{Batch, FeedOptions, Simulator};
 use crate::grid::GridSim;
 use anyhow::{Context, Result, bail, ensure};
@@ -916,11 +917,8 @@ pub struct EmergencySim<'c> {
     profile_max: f64,
     profile_mean: f64,
     topic_prefix: String,
-    /// Actions by (time, sequence).
-    agenda: BTreeMap<(Ms, u64), Action>,
-    /// Lines by (arrival, sequence).
-    outbox: BTreeMap<(Ms, u64), String>,
-    seq: u64,
+    /// Actions by time, and lines until they arrive.
+    agenda: Agenda<Action>,
 }
 
 impl<'c> EmergencySim<'c> {
@@ -994,9 +992,7 @@ impl<'c> EmergencySim<'c> {
             profile_max,
             profile_mean,
             topic_prefix,
-            agenda: BTreeMap::new(),
-            outbox: BTreeMap::new(),
-            seq: 0,
+            agenda: Agenda::default(),
         };
         for (k, spec) in opts.mass_casualty.iter().enumerate() {
             sim.add_mass_casualty(k, spec, feed.duration_min)?;
@@ -1107,32 +1103,18 @@ impl<'c> EmergencySim<'c> {
     /// arrive before it, in arrival order.
     pub fn advance(&mut self, until: Ms) -> Result<Vec<String>> {
         let until = until.min(self.end);
-        while let Some(entry) = self.agenda.first_entry() {
-            let t = entry.key().0;
-            if t >= until {
-                break;
-            }
-            let action = entry.remove();
+        while let Some((t, action)) = self.agenda.next_before(until) {
             self.handle(t, action)?;
         }
-        let mut out = Vec::new();
-        while let Some(entry) = self.outbox.first_entry() {
-            if entry.key().0 >= until {
-                break;
-            }
-            out.push(entry.remove());
-        }
-        Ok(out)
+        Ok(self.agenda.arrived_before(until))
     }
 
     fn at(&mut self, t: Ms, action: Action) {
-        self.agenda.insert((t, self.seq), action);
-        self.seq += 1;
+        self.agenda.at(t, action);
     }
 
     fn post(&mut self, arrival: Ms, line: String) {
-        self.outbox.insert((arrival, self.seq), line);
-        self.seq += 1;
+        self.agenda.post(arrival, line);
     }
 
     /// The next call of a district after `after`, if before the end of the run (thinning of a

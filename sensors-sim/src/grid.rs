@@ -81,6 +81,7 @@
 //! streams, so the same seed and options always give the same bytes, and turning the grid
 //! scenario on or off changes no detector reading and no emergency event.
 
+use crate::agenda::Agenda;
 use crate::emergency::{CITY_UTC_OFFSET_MS, HOUR, local_date, local_hour, pick, round_to, stream};
 use crate::feed::FeedOptions;
 use anyhow::{Context, Result, bail, ensure};
@@ -93,7 +94,6 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::str::FromStr;
 
 /// Default case rate: cases per cell per hour, on the daily average.
@@ -559,11 +559,8 @@ pub struct GridSim<'c> {
     cases: usize,
     profile_max: f64,
     profile_mean: f64,
-    /// Actions by (time, sequence).
-    agenda: BTreeMap<(Ms, u64), Action>,
-    /// Lines by (arrival, sequence).
-    outbox: BTreeMap<(Ms, u64), String>,
-    seq: u64,
+    /// Actions by time, and lines until they arrive.
+    agenda: Agenda<Action>,
 }
 
 impl<'c> GridSim<'c> {
@@ -627,9 +624,7 @@ impl<'c> GridSim<'c> {
             cases: 0,
             profile_max: CASE_PROFILE.iter().map(|p| p.1).fold(0.0, f64::max) / profile_mean,
             profile_mean,
-            agenda: BTreeMap::new(),
-            outbox: BTreeMap::new(),
-            seq: 0,
+            agenda: Agenda::default(),
         };
         let mut storm_districts = Vec::new();
         for (k, spec) in opts.rainstorms.iter().enumerate() {
@@ -777,32 +772,18 @@ impl<'c> GridSim<'c> {
     /// stamped just before it whose delivery delay carries it past comes with the next call).
     pub fn advance(&mut self, until: Ms) -> Result<Vec<String>> {
         let until = until.min(self.end);
-        while let Some(entry) = self.agenda.first_entry() {
-            let t = entry.key().0;
-            if t >= until {
-                break;
-            }
-            let action = entry.remove();
+        while let Some((t, action)) = self.agenda.next_before(until) {
             self.handle(t, action)?;
         }
-        let mut out = Vec::new();
-        while let Some(entry) = self.outbox.first_entry() {
-            if entry.key().0 >= until {
-                break;
-            }
-            out.push(entry.remove());
-        }
-        Ok(out)
+        Ok(self.agenda.arrived_before(until))
     }
 
     fn at(&mut self, t: Ms, action: Action) {
-        self.agenda.insert((t, self.seq), action);
-        self.seq += 1;
+        self.agenda.at(t, action);
     }
 
     fn post(&mut self, arrival: Ms, line: String) {
-        self.outbox.insert((arrival, self.seq), line);
-        self.seq += 1;
+        self.agenda.post(arrival, line);
     }
 
     fn handle(&mut self, t: Ms, action: Action) -> Result<()> {
@@ -1070,6 +1051,7 @@ mod tests {
     use crate::{EmergencyOptions, Scenario};
     use citybrain_dataflows::event::{Decoder, Event};
     use citybrain_dataflows::pseudonym::Pseudonymizer;
+    use std::collections::BTreeMap;
     use std::collections::BTreeSet;
     use std::sync::OnceLock;
 

@@ -35,6 +35,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod agenda;
 pub mod city;
 pub mod emergency;
 pub mod feed;

@@ -29,6 +29,7 @@ struct FileConfig {
     traffic: TrafficConfig,
     emergency: citybrain_dataflows::config::EmergencyConfig,
     grid: citybrain_dataflows::config::GridConfig,
+    health: citybrain_dataflows::config::HealthConfig,
     mqtt: MqttConfig,
     influxdb: Option<InfluxConfig>,
     http: HttpConfig,
@@ -211,6 +212,7 @@ impl Settings {
             traffic: file.traffic,
             emergency: file.emergency,
             grid: file.grid,
+            health: file.health,
         };
         dataflow.validate().map_err(|e| {
             anyhow::anyhow!("config {}: {e}", path.map(|p| p.display().to_string()).unwrap_or_default())

@@ -40,6 +40,8 @@ pub enum Rule {
     GridSensorStale,
     /// A cell whose risk score is high.
     GridRiskHigh,
+    /// A person who shared a trip or a venue with an active public-health case.
+    HealthContact,
 }
 
 impl Rule {
@@ -58,6 +60,7 @@ impl Rule {
             Rule::GridSensorThreshold => "grid.sensor_threshold",
             Rule::GridSensorStale => "grid.sensor_stale",
             Rule::GridRiskHigh => "grid.risk_high",
+            Rule::HealthContact => "health.contact",
         }
     }
 
@@ -74,6 +77,7 @@ impl Rule {
             | Rule::GridSensorThreshold
             | Rule::GridSensorStale
             | Rule::GridRiskHigh => "grid",
+            Rule::HealthContact => "health",
         }
     }
 
@@ -94,7 +98,8 @@ impl Rule {
             | Rule::GridCaseOverdue
             | Rule::GridSensorThreshold
             | Rule::GridSensorStale
-            | Rule::GridRiskHigh => None,
+            | Rule::GridRiskHigh
+            | Rule::HealthContact => None,
         }
     }
 
@@ -109,6 +114,7 @@ impl Rule {
             Rule::GridCaseAssigned | Rule::GridSensorStale => Severity::Info,
             Rule::GridCaseOverdue | Rule::GridSensorThreshold => Severity::Warning,
             Rule::GridRiskHigh => Severity::Critical,
+            Rule::HealthContact => Severity::Warning,
         }
     }
 }
@@ -307,6 +313,19 @@ pub enum Subject {
     },
     /// A grid cell.
     Cell(Idx),
+    /// A contact of a public-health case: by pseudonym only, never a clear id.
+    Contact {
+        /// The contact's pseudonym.
+        person: String,
+        /// The trip they shared with the case, for a trip contact.
+        trip: Option<String>,
+        /// The venue they shared with the case, for a venue contact.
+        venue: Option<String>,
+        /// The local date of the contact's trip or check-in, `YYYY-MM-DD`.
+        date: String,
+        /// The cell of the contact's latest check-in (the alert goes to its officers).
+        cell: Option<Idx>,
+    },
 }
 
 /// The identity of an alert: stable per (rule, subject).
@@ -441,6 +460,32 @@ impl AlertKey {
                     Some(cell.id.clone()),
                     district_id(cell.district),
                     format!("Cell {} has a high risk score", cell.id),
+                )
+            }
+            Subject::Contact { person, trip, venue, date, cell } => {
+                let (what, id, json, text) = match (trip, venue) {
+                    (Some(trip), _) => (
+                        "trip",
+                        trip.clone(),
+                        serde_json::json!({ "person": &person, "trip": &trip, "date": &date }),
+                        format!("was on trip {trip}"),
+                    ),
+                    (None, venue) => {
+                        let venue = venue.unwrap_or_default();
+                        (
+                            "venue",
+                            venue.clone(),
+                            serde_json::json!({ "person": &person, "venue": &venue, "date": &date }),
+                            format!("was at venue {venue}"),
+                        )
+                    }
+                };
+                (
+                    format!("{person}:{what}:{id}:{date}"),
+                    json,
+                    cell_id(cell),
+                    cell.map(|c| city.cells[c as usize].district).and_then(district_id),
+                    format!("Person {person} {text} on {date} with a public-health case: a contact to trace"),
                 )
             }
         };

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::emergency::config::EmergencyConfig;
 pub use crate::grid::config::GridConfig;
+pub use crate::health::config::HealthConfig;
 pub use crate::traffic::config::{Bands, CongestionConfig, IncidentConfig, TrafficConfig};
 
 /// All settings of the dataflows.
@@ -29,6 +30,8 @@ pub struct Config {
     pub emergency: EmergencyConfig,
     /// Grid management: case time limits, sensor rules, the cell risk score.
     pub grid: GridConfig,
+    /// Public health: contact tracing and the retention of health records.
+    pub health: HealthConfig,
 }
 
 /// The event-time clock (CONTRACT §1).
@@ -103,6 +106,7 @@ impl Config {
         self.traffic.validate()?;
         self.emergency.validate()?;
         self.grid.validate()?;
+        self.health.validate()?;
         Ok(())
     }
 

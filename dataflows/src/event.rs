@@ -19,83 +19,8 @@ pub use crate::emergency::events::{
     IncidentEvent, IncidentStatus, IncidentType, UnitEvent, UnitStatus, UnitType,
 };
 pub use crate::grid::events::{CaseEvent, CaseSource, CaseStatus, GridSensorReading};
+pub use crate::health::events::{Carrier, Checkin, HealthCase, HealthStatus, TripRecord};
 pub use crate::traffic::events::DetectorReading;
-
-/// Public-health case states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum HealthStatus {
-    Confirmed,
-    Suspected,
-    Cleared,
-}
-
-/// A public-health case record (`city/health/case/{id}`). After decoding, `person` is the pseudonym.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HealthCase<'a> {
-    /// Personal id (clear text on the wire only; the pseudonym once decoded).
-    #[serde(borrow)]
-    pub person: Cow<'a, str>,
-    /// Event time.
-    pub ts: Ts,
-    /// Status.
-    pub status: HealthStatus,
-}
-
-/// Trip carriers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum Carrier {
-    Train,
-    Flight,
-    Bus,
-    Metro,
-}
-
-/// A trip record (`city/health/trip/{id}`). After decoding, `person` is the pseudonym.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TripRecord<'a> {
-    /// Personal id (pseudonym once decoded).
-    #[serde(borrow)]
-    pub person: Cow<'a, str>,
-    /// Event time.
-    pub ts: Ts,
-    /// Carrier.
-    pub carrier: Carrier,
-    /// Trip id, e.g. `G1234@2026-03-02`.
-    #[serde(borrow)]
-    pub trip: Cow<'a, str>,
-    /// Row or car.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub row: Option<serde_json::Value>,
-    /// Seat.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seat: Option<serde_json::Value>,
-}
-
-/// A venue check-in (`city/health/checkin/{venue}`). After decoding, `person` is the pseudonym.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Checkin<'a> {
-    /// Personal id (pseudonym once decoded).
-    #[serde(borrow)]
-    pub person: Cow<'a, str>,
-    /// Event time.
-    pub ts: Ts,
-    /// Venue id.
-    #[serde(borrow)]
-    pub venue: Cow<'a, str>,
-    /// Cell id, or else lon/lat.
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub cell: Option<Cow<'a, str>>,
-    /// Longitude.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lon: Option<f64>,
-    /// Latitude.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lat: Option<f64>,
-}
 
 /// One decoded, validated message element.
 #[derive(Clone, Debug, PartialEq)]
@@ -449,17 +374,19 @@ impl Decoder {
             }
             TopicKind::HealthCase => {
                 let mut r: HealthCase = serde_json::from_str(text).map_err(err)?;
+                r.validate()?;
                 r.person = Cow::Owned(self.pseudonyms.pseudonym(&r.person));
                 Event::HealthCase(r)
             }
             TopicKind::Trip => {
                 let mut r: TripRecord = serde_json::from_str(text).map_err(err)?;
+                r.validate()?;
                 r.person = Cow::Owned(self.pseudonyms.pseudonym(&r.person));
                 Event::Trip(r)
             }
             TopicKind::Checkin => {
                 let mut r: Checkin = serde_json::from_str(text).map_err(err)?;
-                lon_lat(r.lon, r.lat)?;
+                r.validate()?;
                 r.person = Cow::Owned(self.pseudonyms.pseudonym(&r.person));
                 Event::Checkin(r)
             }

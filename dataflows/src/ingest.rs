@@ -8,7 +8,7 @@
 //! workers. [`Ingest`] holds one ingest per domain and ends rounds for all of them together
 //! ([`Ingest::flush`]); the domains' own modules say how their updates are timed and why
 //! that is correct: [`crate::traffic::ingest`], [`crate::emergency::ingest`],
-//! [`crate::upsert`] (grid cases and sensors).
+//! [`crate::upsert`] (grid cases and sensors, health cases, trips and check-ins).
 
 use crate::city::CityModel;
 use crate::config::Config;
@@ -17,6 +17,8 @@ use crate::emergency::ingest::{EmRecord, Ingest as EmergencyIngest};
 use crate::event::{Event, Rejected, TopicKind};
 use crate::grid::events::{CaseRecord, SensorRecord};
 use crate::grid::ingest::{GridRecord, Ingest as GridIngest};
+use crate::health::events::{CheckedCase, CheckedCheckin, CheckedTrip};
+use crate::health::ingest::{HealthRecord, Ingest as HealthIngest};
 use crate::pipeline::Inputs;
 use crate::time::{Ms, Source, SourceClock, source_of};
 use crate::traffic::ingest::Ingest as TrafficIngest;
@@ -39,16 +41,12 @@ pub enum Record {
     Case(CaseRecord),
     /// A cell sensor reading.
     GridSensor(SensorRecord),
-    /// A record of a domain without a dataflow yet (health): accepted as is; it moves the
-    /// clock like any validated record.
-    Other {
-        /// Topic family.
-        kind: TopicKind,
-        /// The clock's source key.
-        source: Source,
-        /// Event time.
-        ts: Ms,
-    },
+    /// A public-health case event (the person by pseudonym).
+    HealthCase(CheckedCase),
+    /// A trip (the person by pseudonym).
+    Trip(CheckedTrip),
+    /// A venue check-in (the person by pseudonym).
+    Checkin(CheckedCheckin),
 }
 
 impl Record {
@@ -60,7 +58,9 @@ impl Record {
             Event::Unit(e) => Record::Unit(UnitRecord::check(city, e)?),
             Event::Case(e) => Record::Case(CaseRecord::check(city, e)?),
             Event::GridSensor(e) => Record::GridSensor(SensorRecord::check(city, e)?),
-            other => Record::Other { kind: other.kind(), source: other.source(), ts: other.ts().0 },
+            Event::HealthCase(e) => Record::HealthCase(CheckedCase::check(city, e)?),
+            Event::Trip(e) => Record::Trip(CheckedTrip::check(city, e)?),
+            Event::Checkin(e) => Record::Checkin(CheckedCheckin::check(city, e)?),
         })
     }
 
@@ -72,7 +72,9 @@ impl Record {
             Record::Unit(_) => TopicKind::Unit,
             Record::Case(_) => TopicKind::Case,
             Record::GridSensor(_) => TopicKind::GridSensor,
-            Record::Other { kind, .. } => *kind,
+            Record::HealthCase(_) => TopicKind::HealthCase,
+            Record::Trip(_) => TopicKind::Trip,
+            Record::Checkin(_) => TopicKind::Checkin,
         }
     }
 
@@ -84,7 +86,9 @@ impl Record {
             Record::Unit(r) => r.ts,
             Record::Case(r) => r.ts,
             Record::GridSensor(r) => r.ts,
-            Record::Other { ts, .. } => *ts,
+            Record::HealthCase(r) => r.ts,
+            Record::Trip(r) => r.ts,
+            Record::Checkin(r) => r.ts,
         }
     }
 
@@ -96,12 +100,16 @@ impl Record {
             Record::Unit(r) => source_of(TopicKind::Unit as u8, &r.id),
             Record::Case(r) => source_of(TopicKind::Case as u8, &r.id),
             Record::GridSensor(r) => source_of(TopicKind::GridSensor as u8, &r.id),
-            Record::Other { source, .. } => *source,
+            Record::HealthCase(r) => source_of(TopicKind::HealthCase as u8, &r.person),
+            Record::Trip(r) => source_of(TopicKind::Trip as u8, &r.person),
+            Record::Checkin(r) => source_of(TopicKind::Checkin as u8, &r.person),
         }
     }
 
-    /// The worker (of `workers`) that owns the record's entity: detectors by index, incidents
-    /// and units by a hash of their id (the same on every run and worker count).
+    /// The worker (of `workers`) that owns the record's entity: detectors by index, incidents,
+    /// units, cases and sensors by a hash of their id, health cases by a hash of the person's
+    /// pseudonym, trips and check-ins by a hash of their identity (person, trip or venue, ts);
+    /// the same on every run and worker count.
     pub fn owner(&self, workers: usize) -> usize {
         let key = match self {
             Record::Detector(r) => r.det as u64,
@@ -109,7 +117,9 @@ impl Record {
             Record::Unit(r) => stable_hash(&r.id),
             Record::Case(r) => stable_hash(&r.id),
             Record::GridSensor(r) => stable_hash(&r.id),
-            Record::Other { source, .. } => *source,
+            Record::HealthCase(r) => stable_hash(&r.person),
+            Record::Trip(r) => stable_hash(&crate::health::events::record_key(&r.person, &r.trip, r.ts)),
+            Record::Checkin(r) => stable_hash(&crate::health::events::record_key(&r.person, &r.venue, r.ts)),
         };
         (key % workers.max(1) as u64) as usize
     }
@@ -123,7 +133,9 @@ impl Record {
             Record::Unit(r) => format!("emergency/unit/{}", r.id),
             Record::Case(r) => format!("grid/case/{}", r.id),
             Record::GridSensor(r) => format!("grid/sensor/{}", r.id),
-            Record::Other { kind, .. } => kind.path().to_string(),
+            // A personal topic's id could be a clear personal id: it is never written back.
+            Record::HealthCase(_) | Record::Trip(_) => self.kind().path().to_string(),
+            Record::Checkin(r) => format!("health/checkin/{}", r.venue),
         }
     }
 }
@@ -152,6 +164,8 @@ pub struct Ingest {
     pub emergency: EmergencyIngest,
     /// Cases and cell sensors.
     pub grid: GridIngest,
+    /// Health cases, trips and check-ins.
+    pub health: HealthIngest,
     /// Sources of this worker's records (the traffic ingest keeps its own).
     sources: SourceClock,
     next_seq: u64,
@@ -164,6 +178,7 @@ impl Ingest {
             traffic: TrafficIngest::new(city.clone(), cfg),
             emergency: EmergencyIngest::new(city.clone(), cfg),
             grid: GridIngest::new(city, cfg),
+            health: HealthIngest::new(cfg),
             sources: SourceClock::default(),
             next_seq: 0,
         }
@@ -197,7 +212,9 @@ impl Ingest {
             Record::Unit(r) => self.emergency.offer(seq, EmRecord::Unit(r))?,
             Record::Case(r) => self.grid.offer(seq, GridRecord::Case(r))?,
             Record::GridSensor(r) => self.grid.offer(seq, GridRecord::Sensor(r))?,
-            Record::Other { .. } => {}
+            Record::HealthCase(r) => self.health.offer(seq, HealthRecord::Case(r))?,
+            Record::Trip(r) => self.health.offer(seq, HealthRecord::Trip(r))?,
+            Record::Checkin(r) => self.health.offer(seq, HealthRecord::Checkin(r))?,
         }
         self.sources.observe(source, ts);
         Ok(())
@@ -212,12 +229,19 @@ impl Ingest {
 
     /// The latest event time applied to any domain's state (held records excluded).
     pub fn max_applied(&self) -> Option<Ms> {
-        self.traffic.max_applied().max(self.emergency.max_applied()).max(self.grid.max_applied())
+        self.traffic
+            .max_applied()
+            .max(self.emergency.max_applied())
+            .max(self.grid.max_applied())
+            .max(self.health.max_applied())
     }
 
     /// Identical copies of accepted records, so far.
     pub fn duplicates(&self) -> u64 {
-        self.traffic.duplicates() + self.emergency.duplicates() + self.grid.duplicates()
+        self.traffic.duplicates()
+            + self.emergency.duplicates()
+            + self.grid.duplicates()
+            + self.health.duplicates()
     }
 
     /// Identical copies of accepted records of one topic family, so far.
@@ -226,13 +250,16 @@ impl Ingest {
             TopicKind::Detector => self.traffic.duplicates(),
             TopicKind::Incident | TopicKind::Unit => self.emergency.duplicates_of(kind),
             TopicKind::Case | TopicKind::GridSensor => self.grid.duplicates_of(kind),
-            TopicKind::HealthCase | TopicKind::Trip | TopicKind::Checkin => 0,
+            TopicKind::HealthCase | TopicKind::Trip | TopicKind::Checkin => self.health.duplicates_of(kind),
         }
     }
 
     /// Copies with other content that replaced the first, so far.
     pub fn corrections(&self) -> u64 {
-        self.traffic.corrections() + self.emergency.corrections() + self.grid.corrections()
+        self.traffic.corrections()
+            + self.emergency.corrections()
+            + self.grid.corrections()
+            + self.health.corrections()
     }
 
     /// Window sums held live (see [`TrafficIngest::live_windows`]).
@@ -267,6 +294,14 @@ impl Ingest {
                 GridRecord::Sensor(r) => Record::GridSensor(r),
             },
         }));
+        held.extend(self.health.take_held().into_iter().map(|(seq, r)| Held {
+            seq,
+            record: match r {
+                HealthRecord::Case(r) => Record::HealthCase(r),
+                HealthRecord::Trip(r) => Record::Trip(r),
+                HealthRecord::Checkin(r) => Record::Checkin(r),
+            },
+        }));
         held.sort_by_key(|h| h.seq);
         held
     }
@@ -276,5 +311,6 @@ impl Ingest {
         self.traffic.flush(&mut inputs.traffic, upto, horizon, timers_upto);
         self.emergency.flush(&mut inputs.emergency, upto, horizon);
         self.grid.flush(&mut inputs.grid, upto, horizon);
+        self.health.flush(&mut inputs.health, upto, horizon);
     }
 }

@@ -30,6 +30,10 @@
 //!   the traffic alert rules.
 //! * [`emergency`] — incidents and units, district indicators, dispatch recommendations over
 //!   the live road network and the emergency alert rules.
+//! * [`grid`] — grid management: cases with time limits, cell sensors, the cell risk score
+//!   and the grid alert rules.
+//! * [`health`] — public health: case status, trips and check-ins, the co-passenger contact
+//!   query and its alert rule.
 #![warn(missing_docs)]
 
 pub mod alerts;
@@ -39,6 +43,7 @@ mod diff;
 pub mod emergency;
 pub mod event;
 pub mod grid;
+pub mod health;
 pub mod ingest;
 pub mod lp;
 pub mod names;

@@ -1,6 +1,6 @@
 //! The whole city dataflow: every domain's inputs and one stream of outputs.
 //!
-//! [`build`] assembles the domains (traffic, emergency) in one timely scope whose timestamps are
+//! [`build`] assembles the domains (traffic, emergency, grid, health) in one timely scope whose timestamps are
 //! event-time milliseconds, and merges their results into one collection of [`Out`] records.
 //! [`deliver`] gathers that collection on worker 0 and hands it over one *completed* event time
 //! at a time; after [`consolidate_batch`] (which the consumer runs on its own thread, off the
@@ -12,6 +12,7 @@ use crate::city::CityModel;
 use crate::config::Config;
 use crate::emergency::{self, EmOut, EmergencyInputs};
 use crate::grid::{self, GridInputs};
+use crate::health::{self, HealthInputs};
 use crate::time::Ms;
 use crate::traffic::{self, DetWin, DistSum, DistWin, FlowSum, SegWin, TrafficInputs};
 use differential_dataflow::consolidation::consolidate;
@@ -38,6 +39,8 @@ pub enum Out {
     Emergency(crate::emergency::EmOut),
     /// A grid record: indicators and states.
     Grid(crate::grid::GridOut),
+    /// A health record: contacts of active cases (pseudonyms only).
+    Health(crate::health::HealthOut),
     /// An active alert (`alert`).
     Alert(AlertKey),
 }
@@ -50,6 +53,8 @@ pub struct Inputs {
     pub emergency: EmergencyInputs,
     /// Grid inputs.
     pub grid: GridInputs,
+    /// Health inputs.
+    pub health: HealthInputs,
 }
 
 impl Inputs {
@@ -58,6 +63,7 @@ impl Inputs {
         self.traffic.advance_to(t);
         self.emergency.advance_to(t);
         self.grid.advance_to(t);
+        self.health.advance_to(t);
     }
 
     /// Flushes buffered updates into the dataflow.
@@ -65,6 +71,7 @@ impl Inputs {
         self.traffic.flush();
         self.emergency.flush();
         self.grid.flush();
+        self.health.flush();
     }
 
     /// The inputs' current time.
@@ -97,15 +104,17 @@ pub fn build<'s>(
         EmOut::Incident(i) if i.is_open() => i.cell,
         _ => None,
     });
-    let (grid_in, g) = grid::dataflow(scope, city, cfg, t.alerts.clone(), open_incident_cells);
+    let (grid_in, g) = grid::dataflow(scope, city, cfg.clone(), t.alerts.clone(), open_incident_cells);
+    let (health_in, h) = health::dataflow(scope, cfg);
     let out = new_values(t.detectors)
         .map(|(k, v)| Out::Detector(k, v))
         .concat(new_values(t.segments).map(|(k, v)| Out::Segment(k, v)))
         .concat(new_values(t.districts).map(|(k, v)| Out::District(k, v)))
         .concat(e.out.map(Out::Emergency))
         .concat(g.out.map(Out::Grid))
-        .concat(t.alerts.concat(e.alerts).concat(g.alerts).map(Out::Alert));
-    (Inputs { traffic: traffic_in, emergency: emergency_in, grid: grid_in }, out)
+        .concat(h.out.map(Out::Health))
+        .concat(t.alerts.concat(e.alerts).concat(g.alerts).concat(h.alerts).map(Out::Alert));
+    (Inputs { traffic: traffic_in, emergency: emergency_in, grid: grid_in, health: health_in }, out)
 }
 
 /// Whether an output at event time `t`, after the last event time seen (`last`) because input
@@ -123,6 +132,9 @@ pub fn after_input_keeps(out: &Out, t: Ms, last: Ms) -> bool {
         // Likewise grid states: deadlines and staleness after the last event are absence
         // timers, and a day's end is not news.
         Out::Grid(_) => false,
+        // Health contacts change only on records and their retention: a retention ending after
+        // the last event is not news.
+        Out::Health(_) => false,
         _ => true,
     }
 }

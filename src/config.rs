@@ -60,6 +60,11 @@ pub struct HttpConfig {
     /// Origins allowed by CORS (e.g. `["https://ops.example.org"]`). Default none: no CORS
     /// headers, so browsers only let pages served by citybrain itself call the API.
     pub cors_origins: Vec<String>,
+    /// `POST /api/health/contact-check` requests a minute per client address (the bucket's
+    /// refill rate). Default 10.
+    pub contact_check_per_minute: u32,
+    /// `POST /api/health/contact-check` requests a client may make in a burst. Default 5.
+    pub contact_check_burst: u32,
 }
 
 impl Default for HttpConfig {
@@ -73,6 +78,8 @@ impl Default for HttpConfig {
             live_interval_ms: 1000,
             ws_query_token: true,
             cors_origins: Vec::new(),
+            contact_check_per_minute: 10,
+            contact_check_burst: 5,
         }
     }
 }

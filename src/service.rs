@@ -233,7 +233,7 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
         &data_dir.join("dead-letters"),
         16 << 20,
         16,
-        pseudonyms,
+        pseudonyms.clone(),
         &s.topic_prefix,
     )?);
     let dead = Arc::new(DeadLetters { store: dead_store, health: health.clone() });
@@ -470,6 +470,12 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
             hub: hub.clone(),
             outlet: mqtt_outlet.as_ref().map(|(m, _)| m.clone()),
         })),
+        pseudonyms: Arc::new(pseudonyms.clone()),
+        contact_limiter: Arc::new(crate::api::health::ContactLimiter::new(
+            s.http.contact_check_per_minute,
+            s.http.contact_check_burst,
+            crate::api::health::MAX_LIMITED_CLIENTS,
+        )),
     };
     let listener = tokio::net::TcpListener::bind(&s.http.listen)
         .await
@@ -478,11 +484,14 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     let (http_stop_tx, http_stop_rx) = watch::channel(false);
     let server = tokio::spawn(async move {
         let mut rx = http_stop_rx;
-        axum::serve(listener, crate::api::app(state))
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            })
-            .await
+        axum::serve(
+            listener,
+            crate::api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
+        .await
     });
     eprintln!(
         "citybrain: API on http://{addr}/ (try /api/traffic/districts, /api/alerts, /ws/alerts, /metrics)"

@@ -61,7 +61,8 @@ fn many(n: usize) -> Vec<Alert> {
 async fn serve(state: AppState) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app(state)).await });
+    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
     port
 }
 
@@ -261,8 +262,10 @@ async fn protected_routes_answer_401_and_403_and_public_ones_200() {
     for path in ["/healthz", "/readyz", "/metrics", "/api/openapi.json"] {
         assert_eq!(call("GET", port, path, None, None).await.0, 200, "{path}");
     }
+    // The citizen's self-check needs no token (an empty body: 400, not 401).
+    assert_eq!(call("POST", port, "/api/health/contact-check", None, None).await.0, 400);
     // (method, path, roles allowed besides ops)
-    let routes: [(&str, &str, &[&str]); 8] = [
+    let routes: [(&str, &str, &[&str]); 9] = [
         ("GET", "/api/city", &["officer"]),
         ("GET", "/api/traffic/segments", &[]),
         ("GET", "/api/traffic/districts", &[]),
@@ -270,6 +273,7 @@ async fn protected_routes_answer_401_and_403_and_public_ones_200() {
         ("POST", "/api/alerts/x/ack", &["officer"]),
         ("GET", "/ws/alerts", &["officer"]),
         ("GET", "/ws/live", &[]),
+        ("GET", "/api/health/contacts", &["officer"]),
         ("POST", "/api/ingest/city/traffic/detector/k1", &["ingest"]),
     ];
     for (method, path, allowed) in routes {
@@ -651,6 +655,9 @@ mod emergency {
         start_with(name, feed).await
     }
 
+    /// The pseudonym key of the decoder and the API in [`start_with`].
+    const PSEUDONYM_KEY: &[u8] = b"api-test-pseudonym-key";
+
     /// A live dataflow behind a served API, fed `feed` (topics below `city/`) through
     /// `POST /api/ingest` as the ingest role.
     pub(super) async fn start_with(name: &str, feed: Vec<(&str, Value)>) -> Em {
@@ -660,6 +667,8 @@ mod emergency {
         let cfg = Arc::new(Config::default());
         let hub = hub(&dir.join("a.db"), 0, 0);
         let mut state = standalone(hub.clone(), tokens, HttpConfig::default());
+        state.pseudonyms =
+            Arc::new(citybrain_dataflows::pseudonym::Pseudonymizer::new(PSEUDONYM_KEY.to_vec()));
         let (version_tx, version_rx) = tokio::sync::watch::channel(0u64);
         state.board_version = version_rx;
         // The service's output consumer: render, board, hub.
@@ -677,7 +686,11 @@ mod emergency {
             d.lock().unwrap().push(format!("{topic} {}", why.reason.as_str()))
         };
         let reject: citybrain::live::RejectSink = Arc::new(reject);
-        let opts = LiveOptions { tick: Duration::from_millis(50), ..LiveOptions::default() };
+        let opts = LiveOptions {
+            tick: Duration::from_millis(50),
+            pseudonym_key: PSEUDONYM_KEY.to_vec(),
+            ..LiveOptions::default()
+        };
         let live = Live::start(city, cfg, opts, Arc::new(consume), reject.clone()).unwrap();
         *state.ingest.lock().unwrap() = Some(live.sender());
         state.reject = reject;
@@ -989,5 +1002,232 @@ mod grid {
             assert!(api["paths"].get(path).is_some(), "{path} is described");
         }
         assert!(g.stop().await.is_empty());
+    }
+}
+
+mod health {
+    use super::emergency::{col, start_with};
+    use super::*;
+    use citybrain::api::health::{ContactLimiter, IdCardError, id_card_check_digit, validate_id_card};
+    use std::time::Instant;
+
+    /// A valid GB 11643-1999 number: `first17` and its computed check character.
+    fn id_card(first17: &str) -> String {
+        let weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+        let sum: u32 = first17.chars().zip(weights).map(|(c, w)| c.to_digit(10).unwrap() * w).sum();
+        let check = ['1', '0', 'X', '9', '8', '7', '6', '5', '4', '3', '2'][(sum % 11) as usize];
+        format!("{first17}{check}")
+    }
+
+    /// The same number with a wrong check character.
+    fn wrong_check(id: &str) -> String {
+        let (head, check) = id.split_at(17);
+        let other = if check == "0" { '1' } else { '0' };
+        format!("{head}{other}")
+    }
+
+    #[test]
+    fn id_cards_are_checked_and_clients_rate_limited() {
+        for first in ["11010519491231002", "44030019900101123", "32010619851203451", "51010720000229007"] {
+            let id = id_card(first);
+            assert_eq!(id_card_check_digit(first).map(String::from).as_deref(), Some(&id[17..]));
+            assert_eq!(validate_id_card(&id), Ok(()), "{id}");
+            assert_eq!(validate_id_card(&format!(" {} ", id.to_lowercase())), Ok(()));
+            assert_eq!(validate_id_card(&wrong_check(&id)), Err(IdCardError::CheckDigit));
+        }
+        // The check sum of 11010519491231002: remainder 10 → X.
+        assert_eq!(id_card("11010519491231002"), "11010519491231002X");
+        for bad in ["", "1101051949123100", "11010519491231002XX", "1101051949123100AX", "11010519491231002Y"]
+        {
+            assert_eq!(validate_id_card(bad), Err(IdCardError::Format), "{bad:?}");
+        }
+        assert!(!IdCardError::CheckDigit.to_string().contains("110105"));
+
+        // Burst 5, 60 a minute (one a second); at most two clients remembered.
+        let limiter = ContactLimiter::new(60, 5, 2);
+        let (a, b, c) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap());
+        let t = Instant::now();
+        for _ in 0..5 {
+            assert!(limiter.check(a, t).is_ok());
+        }
+        let wait = limiter.check(a, t).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(1));
+        assert!(limiter.check(b, t).is_ok(), "another client has its own bucket");
+        assert!(limiter.check(a, t + Duration::from_millis(1000)).is_ok(), "refilled");
+        assert!(limiter.check(a, t + Duration::from_millis(1000)).is_err());
+        // A third client evicts the least recently seen (b): memory stays bounded.
+        assert!(limiter.check(c, t + Duration::from_millis(1000)).is_ok());
+        assert!(limiter.check(a, t + Duration::from_millis(1000)).is_err(), "a is still remembered");
+    }
+
+    /// An active case A; B rode bus trip B7 with A and later checked in at the mall in cell c2
+    /// (the officer's); C was at the café in cell c1 ten minutes after A; D is unknown.
+    struct People {
+        a: String,
+        b: String,
+        c: String,
+        d: String,
+    }
+
+    fn people() -> People {
+        People {
+            a: id_card("11010519800101001"),
+            b: id_card("44030019900101123"),
+            c: id_card("32010619851203451"),
+            d: id_card("51010720000229007"),
+        }
+    }
+
+    async fn start(name: &str, p: &People) -> super::emergency::Em {
+        let trip = |person: &str, ts: Ms| json!({"person": person, "ts": ts, "carrier": "bus", "trip": "B7@2026-01-01"});
+        let checkin = |person: &str, ts: Ms, venue: &str, cell: &str| json!({"person": person, "ts": ts, "venue": venue, "cell": cell});
+        let feed = vec![
+            ("health/trip/t1", json!([trip(&p.a, T0 - 60 * MIN), trip(&p.b, T0 - 55 * MIN)])),
+            ("health/checkin/mall", checkin(&p.b, T0 - 30 * MIN, "mall", "c2")),
+            (
+                "health/checkin/cafe",
+                json!([
+                    checkin(&p.a, T0 - 120 * MIN, "cafe", "c1"),
+                    checkin(&p.c, T0 - 110 * MIN, "cafe", "c1")
+                ]),
+            ),
+            ("health/case/x1", json!({"person": p.a, "ts": T0, "status": "confirmed"})),
+            (
+                "traffic/detector/k1",
+                json!({"sensor": "k1", "segment": "s1", "ts": T0 + 2 * MIN, "interval_s": 30, "count": 0}),
+            ),
+        ];
+        start_with(name, feed).await
+    }
+
+    async fn check(port: u16, body: Value) -> (u16, Value, Option<String>) {
+        let resp = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/api/health/contact-check"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), retry)
+    }
+
+    /// Asserts `text` holds no clear id-card number and no name.
+    fn nothing_personal(p: &People, names: &[&str], what: &str, text: &str) {
+        for id in [&p.a, &p.b, &p.c, &p.d] {
+            assert!(!text.contains(id.as_str()) && !text.contains(&id[..17]), "{what} quotes an id: {text}");
+        }
+        for n in names {
+            assert!(!text.contains(n), "{what} quotes a name: {text}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn contacts_are_read_by_scope_and_citizens_check_themselves() {
+        let p = people();
+        let names = ["张三", "李四", "王五"];
+        let h = start("api-health", &p).await;
+        let (ops, officer, ingest) = (&h.keys.ops, &h.keys.officer, &h.keys.ingest);
+        let all =
+            h.until("/api/health/contacts", ops, "two contacts", |v| v.as_array().unwrap().len() == 2).await;
+        nothing_personal(&p, &names, "contacts", &all.to_string());
+        for row in all.as_array().unwrap() {
+            assert_eq!(row["person"].as_str().unwrap().len(), 64, "a pseudonym: {row}");
+            assert!(row.get("case").is_none(), "the case is never named: {row}");
+            assert_eq!(row["date"], "2026-01-01");
+        }
+        let mut vias: Vec<(String, String, String)> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["trip"].to_string(), r["venue"].to_string(), r["cell"].to_string()))
+            .collect();
+        vias.sort();
+        assert_eq!(
+            vias,
+            [
+                ("\"B7@2026-01-01\"".into(), "null".into(), "\"c2\"".into()),
+                ("null".into(), "\"cafe\"".into(), "\"c1\"".into())
+            ]
+        );
+        // The officer of c2 sees B's contact only.
+        let mine = h.get("/api/health/contacts", officer).await;
+        assert_eq!(col(&mine, "trip"), ["B7@2026-01-01"]);
+        assert_eq!((mine[0]["cell"].as_str(), mine[0]["district"].as_str()), (Some("c2"), Some("d1")));
+        nothing_personal(&p, &names, "officer contacts", &mine.to_string());
+        assert_eq!(call("GET", h.port, "/api/health/contacts", Some(ingest), None).await.0, 403);
+        assert_eq!(call("GET", h.port, "/api/health/contacts", None, None).await.0, 401);
+
+        // The self-check, without a token: five in a burst, then 429.
+        let (st, v, _) = check(h.port, json!({"name": names[0], "id_card": p.b})).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(
+            (v["contact"].as_bool(), v["trip"].as_str(), v["venue"].clone(), v["date"].as_str()),
+            (Some(true), Some("B7@2026-01-01"), Value::Null, Some("2026-01-01"))
+        );
+        let zh = v["advice"]["zh"].as_str().unwrap();
+        assert!(zh.contains("社区") && zh.contains("居家观察") && zh.contains("发热门诊"), "{zh}");
+        assert!(v["advice"]["en"].as_str().unwrap().contains("fever clinic"));
+        nothing_personal(&p, &names, "a contact's answer", &v.to_string());
+        let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        let known_keys = keys(&v);
+
+        let (st, v, _) = check(h.port, json!({"name": names[1], "id_card": p.d})).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(keys(&v), known_keys, "one shape, known or not");
+        assert_eq!(
+            (v["contact"].as_bool(), &v["trip"], &v["venue"], &v["date"]),
+            (Some(false), &Value::Null, &Value::Null, &Value::Null)
+        );
+        assert!(v["advice"]["en"].as_str().unwrap().contains("No contact on record"));
+        nothing_personal(&p, &names, "an unknown person's answer", &v.to_string());
+
+        // C in lower case with spaces: the decoder's normalisation; the venue contact.
+        let c = format!("  {}  ", p.c.to_lowercase());
+        let (st, v, _) = check(h.port, json!({"name": names[2], "id_card": c})).await;
+        assert_eq!((st, v["contact"].as_bool(), v["venue"].as_str()), (200, Some(true), Some("cafe")), "{v}");
+
+        let bad = wrong_check(&p.b);
+        let (st, v, _) = check(h.port, json!({"name": names[0], "id_card": bad})).await;
+        assert_eq!(st, 400, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("check digit"), "{v}");
+        nothing_personal(&p, &names, "a 400", &v.to_string());
+        assert!(!v.to_string().contains(&bad[..17]));
+        // A number where a string belongs: 400 without quoting it.
+        let (st, v, _) = check(h.port, json!({"name": names[0], "id_card": 440300199001011234u64})).await;
+        assert_eq!(st, 400);
+        assert!(!v.to_string().contains("4403001990"), "{v}");
+
+        let (st, v, retry) = check(h.port, json!({"name": names[0], "id_card": p.b})).await;
+        assert_eq!(st, 429, "the sixth check in a burst: {v}");
+        let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+        assert!((1..=6).contains(&retry), "{retry}");
+
+        // Neither the alerts nor /ws/live quote an id or a name; /ws/live has the count only.
+        let alerts = h
+            .until("/api/alerts", ops, "two contact alerts", |v| {
+                ids(v).iter().filter(|i| i.starts_with("health.contact")).count() == 2
+            })
+            .await;
+        nothing_personal(&p, &names, "alerts", &alerts.to_string());
+        let officer_alerts = h.get("/api/alerts", officer).await;
+        assert_eq!(officer_alerts.as_array().unwrap().len(), 1, "{officer_alerts}");
+        let mut live = ws(h.port, "/ws/live", ops).await;
+        let snap = next(&mut live).await;
+        assert_eq!((snap["health_contacts"].as_u64(), snap["kpis"]["contacts"].as_u64()), (Some(2), Some(2)));
+        nothing_personal(&p, &names, "/ws/live", &snap.to_string());
+        for row in all.as_array().unwrap() {
+            let pseudonym = row["person"].as_str().unwrap();
+            assert!(!snap.to_string().contains(pseudonym), "/ws/live carries no pseudonym");
+        }
+
+        let (_, api) = call("GET", h.port, "/api/openapi.json", None, None).await;
+        for path in ["/api/health/contacts", "/api/health/contact-check"] {
+            assert!(api["paths"].get(path).is_some(), "{path} is described");
+        }
+        assert!(api["paths"]["/api/health/contact-check"]["post"].get("security").is_none());
+        assert_eq!(h.stop().await, Vec::<String>::new(), "nothing was dead-lettered");
     }
 }

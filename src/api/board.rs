@@ -9,6 +9,7 @@
 
 use super::emergency::EmergencyBoard;
 use super::grid::GridBoard;
+use super::health::HealthBoard;
 use super::traffic::TrafficBoard;
 use citybrain_dataflows::pipeline::Out;
 use citybrain_dataflows::{CityModel, Config, Ms};
@@ -40,6 +41,8 @@ pub struct Board {
     pub(super) emergency: EmergencyBoard,
     /// Grid: cases, sensors, cells, districts.
     pub(super) grid: GridBoard,
+    /// Health: current contacts (pseudonyms only; `/ws/live` gets their number only).
+    pub(super) health: HealthBoard,
     version: u64,
     clock: Ms,
 }
@@ -50,20 +53,21 @@ impl Board {
         Board {
             traffic: TrafficBoard::new(city.clone(), cfg.clone()),
             emergency: EmergencyBoard::new(city.clone(), cfg),
-            grid: GridBoard::new(city),
+            grid: GridBoard::new(city.clone()),
+            health: HealthBoard::new(city),
             version: 0,
             clock: 0,
         }
     }
 
     /// Every domain's read model, in the order their parts appear in `/ws/live` messages.
-    fn models(&self) -> [&dyn ReadModel; 3] {
-        [&self.traffic, &self.emergency, &self.grid]
+    fn models(&self) -> [&dyn ReadModel; 4] {
+        [&self.traffic, &self.emergency, &self.grid, &self.health]
     }
 
     /// [`Board::models`], to update.
-    fn models_mut(&mut self) -> [&mut dyn ReadModel; 3] {
-        [&mut self.traffic, &mut self.emergency, &mut self.grid]
+    fn models_mut(&mut self) -> [&mut dyn ReadModel; 4] {
+        [&mut self.traffic, &mut self.emergency, &mut self.grid, &mut self.health]
     }
 
     /// Applies one completed event time's output (consolidated): newer windows replace older
@@ -107,6 +111,7 @@ impl Board {
             available_units,
             open_cases,
             overdue_cases,
+            contacts: self.health.count(),
         }
     }
 }
@@ -132,6 +137,8 @@ pub struct Kpis {
     pub open_cases: i64,
     /// Overdue grid cases across the city (the cells' `overdue_cases`).
     pub overdue_cases: i64,
+    /// Current contacts of active public-health cases (a count; nothing personal).
+    pub contacts: i64,
 }
 
 /// How many removals (of each table: incidents, units, ranks, cases, …) are remembered for `/ws/live` updates.

@@ -1,6 +1,7 @@
 //! The error answer every route gives: [`ApiError`], a status and `{"error": "…"}`.
 //!
-//! 401 answers carry the `WWW-Authenticate: Bearer` challenge and 503 answers `Retry-After: 1`;
+//! 401 answers carry the `WWW-Authenticate: Bearer` challenge, 503 answers `Retry-After: 1` and
+//! 429 answers `Retry-After` with the seconds until a retry may pass;
 //! the alert hub's [`HubError`]s map onto statuses here, so handlers just use `?`.
 
 use crate::hub::HubError;
@@ -22,6 +23,8 @@ pub enum ApiError {
     NotFound(String),
     /// 409.
     Conflict(String),
+    /// 429, with `Retry-After` (the seconds in the second field).
+    TooManyRequests(String, u64),
     /// 503, with `Retry-After`.
     Unavailable(String),
     /// 500.
@@ -30,12 +33,17 @@ pub enum ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let mut retry_after = None;
         let (status, msg) = match self {
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.to_string()),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
+            ApiError::TooManyRequests(m, secs) => {
+                retry_after = Some(secs.max(1));
+                (StatusCode::TOO_MANY_REQUESTS, m)
+            }
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
         };
@@ -48,6 +56,9 @@ impl IntoResponse for ApiError {
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.unwrap_or(1)));
             }
             _ => {}
         }

@@ -6,6 +6,7 @@
 //! | route | token | roles |
 //! |---|---|---|
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/api/openapi.json` | none | — |
+//! | `POST /api/health/contact-check` (rate limited per client) | none | — |
 //! | `GET /api/city` | bearer | ops, officer |
 //! | `GET /api/traffic/segments`, `/api/traffic/districts` | bearer | ops |
 //! | `GET /api/emergency/incidents`, `/api/emergency/units`, `/api/emergency/dispatch` | bearer | ops; officer (own cells) |
@@ -13,6 +14,7 @@
 //! | `GET /api/grid/cases`, `/api/grid/cells`, `/api/grid/sensors` | bearer | ops; officer (own cells) |
 //! | `GET /api/grid/districts` | bearer | ops |
 //! | `POST /api/grid/cases/{id}/status` | bearer | ops; officer (own cells, their steps) |
+//! | `GET /api/health/contacts` | bearer | ops; officer (own cells) |
 //! | `GET /api/alerts`, `POST /api/alerts/{id}/ack`, `GET /ws/alerts` | bearer | ops; officer (own cells) |
 //! | `GET /ws/live` | bearer | ops |
 //! | `POST /api/ingest/{topic…}` | bearer | ingest, ops |
@@ -38,6 +40,7 @@
 //! | [`traffic`] | the traffic read model (segments, districts) and `/api/traffic/*` |
 //! | [`emergency`] | the emergency read model (incidents, units, recommendations, districts) and `/api/emergency/*` |
 //! | [`grid`] | the grid read model (cases, sensors, cells, districts) and `/api/grid/*` |
+//! | [`health`] | the health read model (contacts, by pseudonym) and `/api/health/*`, the public self-check with its rate limiter |
 //! | [`alerts`] | `/api/alerts` (active set, stored history) and `/api/alerts/{id}/ack` |
 //! | [`ws`] | the `/ws/alerts` and `/ws/live` loops |
 //! | [`ingest`] | `POST /api/ingest/{topic…}` |
@@ -71,6 +74,7 @@ pub mod city;
 pub mod emergency;
 pub mod error;
 pub mod grid;
+pub mod health;
 pub mod ingest;
 pub mod openapi;
 pub mod probes;
@@ -89,6 +93,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, header};
 use citybrain_dataflows::event::Rejected;
+use citybrain_dataflows::pseudonym::Pseudonymizer;
 use citybrain_dataflows::{CityModel, Config};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use tokio::sync::{Semaphore, watch};
@@ -126,12 +131,17 @@ pub struct AppState {
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
     /// Websocket slots.
     pub ws_slots: Arc<Semaphore>,
+    /// The decoder's pseudonymizer (same key), for `POST /api/health/contact-check`.
+    pub pseudonyms: Arc<Pseudonymizer>,
+    /// The per-client rate limit of `POST /api/health/contact-check`.
+    pub contact_limiter: Arc<health::ContactLimiter>,
 }
 
 impl AppState {
     /// A state serving `hub` and the city in `city_geojson`, with no dataflow behind it: an empty
-    /// board, no ingestion (503), always ready, empty metrics. For tests and the alert benchmark;
-    /// the service fills in the rest.
+    /// board, no ingestion (503), always ready, empty metrics, and pseudonyms with an empty key
+    /// (that of [`LiveOptions::default`](crate::live::LiveOptions)). For tests and the alert
+    /// benchmark; the service fills in the rest.
     pub fn standalone(
         city_geojson: String,
         hub: Arc<Hub>,
@@ -141,6 +151,11 @@ impl AppState {
         let city = Arc::new(CityModel::from_geojson_str(&city_geojson)?);
         let cfg = Arc::new(Config::default());
         let (_, board_version) = watch::channel(0); // never changes
+        let contact_limiter = Arc::new(health::ContactLimiter::new(
+            http.contact_check_per_minute,
+            http.contact_check_burst,
+            health::MAX_LIMITED_CLIENTS,
+        ));
         Ok(AppState {
             board: Arc::new(RwLock::new(Board::new(city.clone(), cfg))),
             city,
@@ -156,6 +171,8 @@ impl AppState {
             ready: Arc::new(|| Ok(())),
             accepting: Arc::new(|| Ok(())),
             metrics: Arc::new(String::new),
+            pseudonyms: Arc::new(Pseudonymizer::new(Vec::new())),
+            contact_limiter,
         })
     }
 }
@@ -184,6 +201,7 @@ pub fn app(state: AppState) -> Router {
         .merge(traffic::routes())
         .merge(emergency::routes())
         .merge(grid::routes())
+        .merge(health::routes())
         .merge(alerts::routes())
         .merge(ws::routes())
         .layer(DefaultBodyLimit::max(body_limit))

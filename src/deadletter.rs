@@ -35,6 +35,20 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// The topic of a rejected input as it may be stored or logged, when it is a `health/case` or
+/// `health/trip` topic: its id (which a publisher may have set to the person's clear id) replaced
+/// by its pseudonym. `None` for any other topic. Shared by this store and by the dead letters and
+/// log lines of `citybrain replay` (CONTRACT §1: no clear identifier is logged or dead-lettered).
+pub fn personal_topic(prefix: &str, topic: &str, pseudonyms: &Pseudonymizer) -> Option<String> {
+    match TopicKind::parse(prefix, topic) {
+        Some((TopicKind::HealthCase | TopicKind::Trip, id)) => {
+            let head = &topic[..topic.len() - id.len()];
+            Some(format!("{head}{}", pseudonyms.pseudonym(id)))
+        }
+        _ => None,
+    }
+}
+
 /// At most one log line per reason per this many wall-clock milliseconds (after the first).
 const LOG_INTERVAL_MS: u64 = 60_000;
 
@@ -201,11 +215,10 @@ impl DeadLetterStore {
     /// The topic as stored and logged: clear ids replaced, and the id of a `health/case` or
     /// `health/trip` topic (which may be the person) replaced by its pseudonym.
     fn sanitize_topic(&self, topic: &str, clear_ids: &[String]) -> String {
-        if let Some((TopicKind::HealthCase | TopicKind::Trip, id)) = TopicKind::parse(&self.prefix, topic) {
-            let head = &topic[..topic.len() - id.len()];
-            return format!("{head}{}", self.pseudonyms.pseudonym(id));
+        match personal_topic(&self.prefix, topic, &self.pseudonyms) {
+            Some(t) => t,
+            None => self.scrub(topic, clear_ids),
         }
-        self.scrub(topic, clear_ids)
     }
 
     /// `text` with every occurrence of a clear id (trimmed, non-empty) replaced by its pseudonym.

@@ -49,6 +49,7 @@ use citybrain_dataflows::pseudonym::Pseudonymizer;
 use citybrain_dataflows::time::Ms;
 use citybrain_dataflows::{CityModel, Config, lp};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -215,6 +216,17 @@ struct DeadLetter<'a> {
     topic: Option<&'a str>,
     reason: &'static str,
     detail: String,
+}
+
+/// The topic of an input line as a dead letter or a log line may show it: the id of a
+/// `health/case` or `health/trip` topic, which may be a person's clear id, replaced by its
+/// pseudonym (see [`crate::deadletter::personal_topic`]); any other topic as it is.
+fn input_topic<'t>(decoder: &Decoder, topic: Option<&'t str>) -> Option<Cow<'t, str>> {
+    let topic = topic?;
+    Some(match crate::deadletter::personal_topic(decoder.prefix(), topic, decoder.pseudonyms()) {
+        Some(safe) => Cow::Owned(safe),
+        None => Cow::Borrowed(topic),
+    })
 }
 
 /// A dead letter's JSON, keyed by (line, element) for its place in the output.
@@ -396,7 +408,8 @@ fn parse_rounds(
                             .map(|rec| items[rec.owner(workers)].push(Item::Record(at, rec))),
                     });
                     if let Err(rej) = res {
-                        stats.reject(&mut dead, &at, topic, rej);
+                        let topic = input_topic(&decoder, topic);
+                        stats.reject(&mut dead, &at, topic.as_deref(), rej);
                     }
                     at.element += 1;
                 });
@@ -796,6 +809,7 @@ fn offer_parsed(
                     // Rare: decode the line again for the dead letter's topic.
                     let mut topic = None;
                     decoder.decode_line(line(at), |t, _| topic = topic.take().or(t.map(str::to_string)));
+                    let topic = input_topic(decoder, topic.as_deref());
                     stats.reject(dead, at, topic.as_deref(), rej);
                 }
             },

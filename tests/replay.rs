@@ -4,7 +4,7 @@
 use citybrain::config::Settings;
 use citybrain::replay::{ReplayOptions, ReplaySummary, replay};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 const T0: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -744,4 +744,127 @@ fn simulated_grid_writes_cell_indicators_and_alerts_to_the_cells() {
     let twice = run_files(&dir, &dir.join("city.geojson"), &dir.join("twice.jsonl"), 2, None);
     assert_eq!(one.lp, twice.lp);
     assert_eq!(one.alerts, twice.alerts);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public health: the simulator's travellers through the `citybrain replay` binary; no clear
+// id-card number leaves it (CONTRACT §1–2).
+
+#[test]
+fn simulated_health_finds_contacts_and_never_leaks_a_clear_id() {
+    use citybrain_sim::{
+        CityOptions, FeedOptions, HealthOptions, HealthSim, Scenario, Simulator, generate_city, geojson_text,
+        is_valid_id_card,
+    };
+    let geojson = geojson_text(&generate_city(&CityOptions::default()).unwrap());
+    let model = citybrain_dataflows::CityModel::from_geojson_str(&geojson).unwrap();
+    let feed = FeedOptions { duration_min: 120, ..FeedOptions::default() };
+    let opts = HealthOptions { travellers: 500, confirmed_cases: vec![90], ..HealthOptions::default() };
+    let health = HealthSim::new(&model, &feed, &opts).unwrap();
+    let sim = Scenario::traffic_only(Simulator::new(&model, &feed).unwrap()).with_health(health).unwrap();
+    let mut lines: Vec<String> = Vec::new();
+    for batch in sim {
+        lines.extend(batch.unwrap().lines);
+    }
+    let mut ids: BTreeSet<String> = BTreeSet::new();
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap();
+        if let Some(p) = v["payload"]["person"].as_str() {
+            assert!(is_valid_id_card(p), "{p}");
+            ids.insert(p.to_string());
+        }
+    }
+    assert!(ids.len() > 400, "{}", ids.len());
+    // Hand-written malformed lines, each quoting a clear id-card number.
+    let numeric = ids.iter().find(|p| !p.ends_with('X')).unwrap().clone();
+    let mut own: Vec<String> =
+        ["330106199001011234", "330102198512120019", "33010520001231555X", "330108197703030303"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    own.push(numeric.clone());
+    let ts = feed.start_ms + 100 * MIN;
+    let bad = [
+        // Not JSON (cut off).
+        format!(
+            r#"{{"topic":"city/health/trip/trip-x","payload":{{"person":"{}","ts":{ts},"carrier":"bus","#,
+            own[0]
+        ),
+        // A wrong type: person as a number, ts as the id.
+        format!(
+            r#"{{"topic":"city/health/case/x1","payload":{{"person":{numeric},"ts":{ts},"status":"confirmed"}}}}"#
+        ),
+        format!(
+            r#"{{"topic":"city/health/case/x2","payload":{{"person":"{}","ts":"{}","status":"confirmed"}}}}"#,
+            own[1], own[1]
+        ),
+        // An unknown status, with the person as the topic id.
+        format!(
+            r#"{{"topic":"city/health/case/{}","payload":{{"person":"{}","ts":{ts},"status":"infected"}}}}"#,
+            own[2], own[2]
+        ),
+        // A check-in at an unknown cell.
+        format!(
+            r#"{{"topic":"city/health/checkin/v-x","payload":{{"person":"{}","ts":{ts},"venue":"v-x","cell":"no-such-cell"}}}}"#,
+            own[3]
+        ),
+    ];
+    ids.extend(own);
+    let at = lines.len() * 4 / 5;
+    for (k, l) in bad.iter().enumerate() {
+        lines.insert(at + k * 7, l.clone());
+    }
+
+    let dir = scratch("health");
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(dir.join("city.geojson"), &geojson).unwrap();
+    std::fs::write(dir.join("feed.jsonl"), lines.join("\n") + "\n").unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_citybrain"))
+        .args([
+            "replay",
+            "--city",
+            "city.geojson",
+            "--input",
+            "feed.jsonl",
+            "--out-lp",
+            "out/out.lp",
+            "--alerts-out",
+            "out/alerts.jsonl",
+            "--dead-letter-out",
+            "out/dl.jsonl",
+        ])
+        .env("RUST_LOG", "debug")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(run.status.success(), "{stderr}");
+
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
+    let alerts: Vec<Value> = read("alerts.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let contacts: Vec<&Value> = alerts.iter().filter(|a| a["rule"] == "health.contact").collect();
+    assert!(contacts.len() >= 5, "the case's co-passengers: {contacts:?}");
+    assert!(contacts.iter().all(|a| a["subject"]["person"].is_string() && a["subject"]["date"].is_string()));
+    let dead: Vec<Value> = read("dl.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(dead.len(), bad.len(), "{dead:?}");
+    assert!(dead.iter().any(|d| d["reason"] == "unknown_id"), "{dead:?}");
+
+    // No clear id, nor its first 14 characters (area code and birth date), anywhere.
+    let mut texts = vec![("stderr".to_string(), stderr), ("stdout".to_string(), stdout)];
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        texts.push((path.display().to_string(), std::fs::read_to_string(&path).unwrap()));
+    }
+    for id in &ids {
+        for (name, text) in &texts {
+            for needle in [&id[..], &id[..14]] {
+                if let Some(i) = text.find(needle) {
+                    let ctx = &text[i.saturating_sub(200)..(i + 100).min(text.len())];
+                    panic!("{name} holds {needle:?} (of a clear id): …{ctx}…");
+                }
+            }
+        }
+    }
 }

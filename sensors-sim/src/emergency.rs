@@ -90,6 +90,7 @@
 use crate::agenda::Agenda;
 use crate::feed::{Batch, FeedOptions, Simulator};
 use crate::grid::GridSim;
+use crate::health::HealthSim;
 use anyhow::{Context, Result, bail, ensure};
 use citybrain_dataflows::CityModel;
 use citybrain_dataflows::city::Idx;
@@ -1430,25 +1431,37 @@ impl<'c> EmergencySim<'c> {
     }
 }
 
-/// A whole run: the traffic [`Simulator`] and, optionally, the emergency scenario and the grid
-/// scenario ([`GridSim`], added with [`Scenario::with_grid`]), merged in arrival order. An
+/// A whole run: the traffic [`Simulator`] and, optionally, the emergency scenario, the grid
+/// scenario ([`GridSim`], added with [`Scenario::with_grid`]) and the public-health scenario
+/// ([`HealthSim`], added with [`Scenario::with_health`]), merged in arrival order. An
 /// iterator over the run's intervals, each a [`Batch`]: the detector readings of the interval,
 /// then the emergency events arriving during it, then the grid events (cases and cell sensor
-/// readings) arriving during it. Without the other scenarios the batches are exactly the traffic
+/// readings) arriving during it, then the health events (trips, check-ins, cases). Without the other scenarios the batches are exactly the traffic
 /// simulator's.
 pub struct Scenario<'c> {
     traffic: Simulator<'c>,
     emergency: Option<EmergencySim<'c>>,
     grid: Option<GridSim<'c>>,
+    health: Option<HealthSim>,
     readings: u64,
     events: u64,
     grid_events: u64,
+    health_events: u64,
 }
 
 impl<'c> Scenario<'c> {
     /// Traffic alone.
     pub fn traffic_only(traffic: Simulator<'c>) -> Self {
-        Scenario { traffic, emergency: None, grid: None, readings: 0, events: 0, grid_events: 0 }
+        Scenario {
+            traffic,
+            emergency: None,
+            grid: None,
+            health: None,
+            readings: 0,
+            events: 0,
+            grid_events: 0,
+            health_events: 0,
+        }
     }
 
     /// Traffic and, if given, emergencies over the same run.
@@ -1460,7 +1473,16 @@ impl<'c> Scenario<'c> {
                 "the emergency scenario does not cover the traffic run"
             );
         }
-        Ok(Scenario { traffic, emergency, grid: None, readings: 0, events: 0, grid_events: 0 })
+        Ok(Scenario {
+            traffic,
+            emergency,
+            grid: None,
+            health: None,
+            readings: 0,
+            events: 0,
+            grid_events: 0,
+            health_events: 0,
+        })
     }
 
     /// The same run with the grid scenario as well (replacing any earlier one); `grid` must cover
@@ -1472,6 +1494,18 @@ impl<'c> Scenario<'c> {
             "the grid scenario does not cover the traffic run"
         );
         self.grid = Some(grid);
+        Ok(self)
+    }
+
+    /// The same run with the public-health scenario as well (replacing any earlier one);
+    /// `health` must cover the traffic run (the same [`FeedOptions`]).
+    pub fn with_health(mut self, health: HealthSim) -> Result<Self> {
+        let end = self.traffic.start_ms() + self.traffic.interval_count() * health.interval_ms();
+        ensure!(
+            health.start_ms() == self.traffic.start_ms() && health.end_ms() == end,
+            "the health scenario does not cover the traffic run"
+        );
+        self.health = Some(health);
         Ok(self)
     }
 
@@ -1521,6 +1555,16 @@ impl<'c> Scenario<'c> {
     pub fn grid_events(&self) -> u64 {
         self.grid_events
     }
+
+    /// The health simulator, if on.
+    pub fn health(&self) -> Option<&HealthSim> {
+        self.health.as_ref()
+    }
+
+    /// Health events (trips, check-ins and case events) yielded so far.
+    pub fn health_events(&self) -> u64 {
+        self.health_events
+    }
 }
 
 impl Iterator for Scenario<'_> {
@@ -1546,6 +1590,15 @@ impl Iterator for Scenario<'_> {
             match grid.advance(batch.ts + grid.interval_ms()) {
                 Ok(lines) => {
                     self.grid_events += lines.len() as u64;
+                    batch.lines.extend(lines);
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        if let Some(health) = &mut self.health {
+            match health.advance(batch.ts + health.interval_ms()) {
+                Ok(lines) => {
+                    self.health_events += lines.len() as u64;
                     batch.lines.extend(lines);
                 }
                 Err(e) => return Some(Err(e)),

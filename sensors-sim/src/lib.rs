@@ -20,6 +20,12 @@
 //!   a district and open `flooding` cases, and sensors that go silent, encoded with the
 //!   processor's payload types ([`citybrain_dataflows::event::CaseEvent`],
 //!   [`citybrain_dataflows::event::GridSensorReading`]); [`Scenario::with_grid`] adds it to a run.
+//! * [`health`] — the public-health scenario: travellers with valid 18-digit id-card numbers
+//!   (GB 11643-1999, [`id_check_digit`]), their train, metro and bus trips (rows and seats on
+//!   trains), venue check-ins in the cells, and confirmed (optionally later cleared) cases among
+//!   those who travelled, encoded with the processor's payload types
+//!   ([`citybrain_dataflows::event::TripRecord`], [`citybrain_dataflows::event::Checkin`],
+//!   [`citybrain_dataflows::event::HealthCase`]); [`Scenario::with_health`] adds it to a run.
 //! * [`recording`] — writes and reads recordings (CONTRACT §4: JSON Lines, gzip for `.gz`).
 //! * [`publish`] — publishes recording lines to an MQTT broker, as fast as possible or paced by
 //!   event time, confirming every message (PubAck at QoS 1) before it disconnects.
@@ -40,6 +46,7 @@ pub mod city;
 pub mod emergency;
 pub mod feed;
 pub mod grid;
+pub mod health;
 pub mod publish;
 pub mod recording;
 
@@ -49,6 +56,7 @@ pub use feed::{
     Batch, FeedOptions, IncidentSpec, Simulator, detector_feed, detector_feed_geojson, parse_start,
 };
 pub use grid::{GridOptions, GridSim, RainstormSpec, SilentSensorSpec};
+pub use health::{HealthOptions, HealthSim, id_check_digit, is_valid_id_card};
 pub use publish::{
     MqttTarget, Pace, PublishProgress, PublishReport, parse_line, publish_lines, publish_lines_with_progress,
 };

@@ -1,6 +1,7 @@
 //! The `citybrain-sim` command line: `city` generates a city model, `run` simulates its loop
 //! detectors (and, with `--emergency on`, its emergency calls and units; with `--grid on`, its
-//! grid cases and cell sensors) into a recording and/or to an MQTT broker, `replay` publishes a
+//! grid cases and cell sensors; with `--health on`, its travellers' trips, check-ins and cases)
+//! into a recording and/or to an MQTT broker, `replay` publishes a
 //! recording to MQTT.
 //! Progress and summaries go to stderr.
 
@@ -13,11 +14,12 @@ use citybrain_sim::feed::{
     DEFAULT_DURATION_MIN, DEFAULT_INTERVAL_S, DEFAULT_SEED, DEFAULT_START, DEFAULT_TOPIC_PREFIX,
 };
 use citybrain_sim::grid::DEFAULT_CASE_RATE;
+use citybrain_sim::health::DEFAULT_TRAVELLERS;
 use citybrain_sim::{
-    EmergencyOptions, EmergencySim, FeedOptions, GridOptions, GridSim, IncidentSpec, MassCasualtySpec,
-    MqttTarget, Pace, PublishProgress, PublishReport, RainstormSpec, Recording, RoadNetwork, Scenario,
-    SilentSensorSpec, Simulator, generate_city, geojson_text, open_lines, parse_start,
-    publish_lines_with_progress,
+    EmergencyOptions, EmergencySim, FeedOptions, GridOptions, GridSim, HealthOptions, HealthSim,
+    IncidentSpec, MassCasualtySpec, MqttTarget, Pace, PublishProgress, PublishReport, RainstormSpec,
+    Recording, RoadNetwork, Scenario, SilentSensorSpec, Simulator, generate_city, geojson_text, open_lines,
+    parse_start, publish_lines_with_progress,
 };
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use std::cell::RefCell;
@@ -37,6 +39,8 @@ const EXAMPLES: &str = "Examples:
       --mass-casualty district-5@20+12
   citybrain-sim run --city city.geojson --out week.jsonl.gz --duration-min 10080 --grid on \\
       --rainstorm district-2@30+60 --silent-sensor 45
+  citybrain-sim run --city city.geojson --out health.jsonl --duration-min 180 --health on \\
+      --confirmed-case 120 --clear-after 30
   citybrain-sim replay --input feed.jsonl.gz --mqtt mqtt://127.0.0.1:1883 --fast";
 
 /// citybrain's sensor simulator: synthetic city models and detector recordings, deterministic
@@ -166,6 +170,8 @@ struct RunArgs {
     emergency: EmergencyArgs,
     #[command(flatten)]
     grid: GridArgs,
+    #[command(flatten)]
+    health: HealthArgs,
 }
 
 #[derive(Args)]
@@ -279,6 +285,55 @@ impl GridArgs {
             case_rate: self.case_rate.unwrap_or(DEFAULT_CASE_RATE),
             rainstorms: self.rainstorms.clone(),
             silent_sensors: self.silent_sensors.clone(),
+        }))
+    }
+}
+
+#[derive(Args)]
+#[command(next_help_heading = "Health scenario")]
+struct HealthArgs {
+    /// Simulate public health: travellers with id-card numbers, their trips and venue check-ins,
+    /// and confirmed cases, alongside the detectors.
+    ///
+    /// Trains (G1001–G1008, every 20 min, 30–80 travellers with row 1–20 and seat such as 12A),
+    /// metro trains (every 5 min, 10–30 travellers) and buses (every 10 min, 5–15) depart through
+    /// the run; every traveller checks in at a venue of a cell about once every 4 hours. The
+    /// id-card numbers (valid GB 11643-1999 numbers of Hangzhou) are clear personal ids that
+    /// citybrain pseudonymizes at ingestion; they appear in payloads only, never in topics.
+    #[arg(long, value_enum, default_value = "off")]
+    health: OnOff,
+    /// Number of travellers (1–1000000) [default: 2000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    travellers: Option<u32>,
+    /// At MINUTE (counted from the start of the run) one traveller who travelled earlier in the
+    /// run is confirmed (`city/health/case/hc-mMMMM-K`): their co-passengers and venue contacts
+    /// are what citybrain's `health.contact` rule finds. Repeatable.
+    #[arg(long = "confirmed-case", value_name = "MINUTE")]
+    confirmed_cases: Vec<u32>,
+    /// Clear every confirmed case MIN minutes after its confirmation (1–20160), if within the run.
+    #[arg(long, value_name = "MIN", value_parser = clap::value_parser!(u32).range(1..=20_160))]
+    clear_after: Option<u32>,
+}
+
+impl HealthArgs {
+    /// The health options, or `None` with --health off (then no other health option may be
+    /// given).
+    fn options(&self) -> Result<Option<HealthOptions>> {
+        if matches!(self.health, OnOff::Off) {
+            let given = [
+                (self.travellers.is_some(), "--travellers"),
+                (!self.confirmed_cases.is_empty(), "--confirmed-case"),
+                (self.clear_after.is_some(), "--clear-after"),
+            ];
+            if let Some((_, name)) = given.iter().find(|(g, _)| *g) {
+                anyhow::bail!("{name} needs --health on");
+            }
+            return Ok(None);
+        }
+        Ok(Some(HealthOptions {
+            travellers: self.travellers.unwrap_or(DEFAULT_TRAVELLERS),
+            confirmed_cases: self.confirmed_cases.clone(),
+            clear_after_min: self.clear_after,
         }))
     }
 }
@@ -404,6 +459,7 @@ fn run(a: RunArgs) -> Result<()> {
     };
     let emergency = a.emergency.options()?;
     let grid = a.grid.options()?;
+    let health = a.health.options()?;
     let traffic = Simulator::new(&model, &opts).context("invalid run options")?;
     let mut sim = match &emergency {
         None => Scenario::traffic_only(traffic),
@@ -416,6 +472,9 @@ fn run(a: RunArgs) -> Result<()> {
     };
     if let Some(grid) = &grid {
         sim = sim.with_grid(GridSim::new(&model, &opts, grid).context("invalid grid options")?)?;
+    }
+    if let Some(health) = &health {
+        sim = sim.with_health(HealthSim::new(&model, &opts, health).context("invalid health options")?)?;
     }
     let (start, total) = (sim.start_ms(), sim.interval_count());
     let destination = match (&a.out, &a.mqtt) {
@@ -468,6 +527,22 @@ fn run(a: RunArgs) -> Result<()> {
             silent.concat()
         );
     }
+    if let (Some(health), Some(sim)) = (&health, sim.health()) {
+        let cases: Vec<String> = health
+            .confirmed_cases
+            .iter()
+            .map(|m| match health.clear_after_min {
+                Some(c) => format!(", confirmed case at minute {m} (cleared {c} min later)"),
+                None => format!(", confirmed case at minute {m}"),
+            })
+            .collect();
+        eprintln!(
+            "citybrain-sim: health: {} travellers, {} venues{}",
+            sim.traveller_count(),
+            sim.venue_count(),
+            cases.concat()
+        );
+    }
     let out = match (a.out, a.mqtt) {
         (out, Some(mqtt)) => return run_to_mqtt(sim, out, a.publish.target(mqtt), a.publish.pace()),
         (Some(out), None) => out,
@@ -487,7 +562,7 @@ fn run(a: RunArgs) -> Result<()> {
                 i * 100 / total,
                 format_ms(batch.ts),
                 rec.lines(),
-                if emergency.is_some() || grid.is_some() { "lines" } else { "readings" }
+                if emergency.is_some() || grid.is_some() || health.is_some() { "lines" } else { "readings" }
             );
         }
     }
@@ -497,9 +572,9 @@ fn run(a: RunArgs) -> Result<()> {
 }
 
 /// `N readings`, or with other scenarios `N lines (R detector readings, E emergency events,
-/// G grid events)` (the parts of the scenarios that are on).
+/// G grid events, H health events)` (the parts of the scenarios that are on).
 fn what_was_written(sim: &Scenario<'_>, lines: u64) -> String {
-    if sim.emergency().is_none() && sim.grid().is_none() {
+    if sim.emergency().is_none() && sim.grid().is_none() && sim.health().is_none() {
         return format!("{lines} readings");
     }
     let mut parts = vec![format!("{} detector readings", sim.readings())];
@@ -508,6 +583,15 @@ fn what_was_written(sim: &Scenario<'_>, lines: u64) -> String {
     }
     if sim.grid().is_some() {
         parts.push(format!("{} grid events", sim.grid_events()));
+    }
+    if let Some(h) = sim.health() {
+        parts.push(format!(
+            "{} health events: {} trips, {} check-ins, {} cases",
+            sim.health_events(),
+            h.trip_count(),
+            h.checkin_count(),
+            h.case_count()
+        ));
     }
     format!("{lines} lines ({})", parts.join(", "))
 }
@@ -547,7 +631,7 @@ fn run_to_mqtt(sim: Scenario<'_>, out: Option<PathBuf>, target: MqttTarget, pace
     // `held`, if any, is a line that was not published (stopped): it stays out of the recording.
     if let (Some(rec), Some(out)) = (rec, &out) {
         let lines = rec.finish()?;
-        let mixed = sim.emergency().is_some() || sim.grid().is_some();
+        let mixed = sim.emergency().is_some() || sim.grid().is_some() || sim.health().is_some();
         let what = if mixed { format!("{lines} lines") } else { format!("{lines} readings") };
         eprintln!("citybrain-sim: wrote {what} to {}", out.display());
     }

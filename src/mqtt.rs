@@ -357,9 +357,11 @@ impl Acks {
                 m.ack_failures.fetch_add(1, Ordering::Relaxed);
                 if !self.failing {
                     self.failing = true;
-                    tracing::warn!(topic = %p.topic,
+                    // No topic in the log: a personal topic's id could be a clear identifier.
+                    tracing::warn!(
                         "MQTT acknowledgement not sent: the connection it arrived on is gone; \
-                         the broker will redeliver (ingestion is idempotent)");
+                         the broker will redeliver (ingestion is idempotent)"
+                    );
                 }
                 self.unsent.pop_front();
                 continue;

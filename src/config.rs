@@ -139,6 +139,7 @@ impl AlertsConfig {
                 restore_grace_ms: s(self.restore_grace_s),
             },
             history_ms: s(self.history_days.saturating_mul(86_400)),
+            domain_history_ms: Vec::new(),
             broadcast_capacity: self.broadcast_capacity,
         }
     }

@@ -22,11 +22,15 @@
 //! of `health/case/{id}` and `health/trip/{id}` (which a publisher may have set to the person)
 //! is always stored as its pseudonym. Logs never carry raw bytes.
 //!
+//! Dead letters of such payloads go to their own files, `personal-YYYYMMDD-NNNNNN.jsonl` by day
+//! of receipt, deleted once past the health records' retention (CONTRACT §1: public-health
+//! records are deleted after it, rejected ones too).
+//!
 //! Writes are buffered: call [`DeadLetterStore::flush`] on the service's tick and at shutdown. A
 //! flush that fails keeps the dead letters for the next one (up to one file's size; beyond that
 //! they are counted as not kept, [`DeadLetterStore::unstored`]).
 
-use crate::sink::files::RotatingFile;
+use crate::sink::files::{DailyFiles, RotatingFile};
 use anyhow::Result;
 use citybrain_dataflows::event::{Rejected, TopicKind};
 use citybrain_dataflows::pseudonym::Pseudonymizer;
@@ -34,6 +38,10 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
+
+/// How long personal dead letters are kept unless told otherwise: 15 days (the health records'
+/// default retention, 14 days + 1 day of grace).
+pub const DEFAULT_PERSONAL_RETENTION_MS: u64 = 15 * 86_400_000;
 
 /// The topic of a rejected input as it may be stored or logged, when it is a `health/case` or
 /// `health/trip` topic: its id (which a publisher may have set to the person's clear id) replaced
@@ -57,6 +65,13 @@ const LOG_INTERVAL_MS: u64 = 60_000;
 pub struct DeadLetterStore {
     /// The `dead-letters-NNNNNN.jsonl` files.
     file: RotatingFile,
+    /// The dead letters of personal payloads, `personal-YYYYMMDD-NNNNNN.jsonl` by day of
+    /// receipt, deleted after `personal_retention_ms`.
+    personal: DailyFiles,
+    /// How long personal dead letters are kept, ms of wall-clock time.
+    personal_retention_ms: u64,
+    /// Wall-clock ms of the last expiry of personal dead letters.
+    expired_at: u64,
     /// Pseudonyms for personal ids found in raw payloads.
     pseudonyms: Pseudonymizer,
     /// The topic prefix (`city/`).
@@ -102,8 +117,12 @@ impl DeadLetterStore {
         prefix: &str,
     ) -> Result<DeadLetterStore> {
         let file = RotatingFile::open(dir, "dead-letters", "jsonl", max_file_bytes, Some(max_files))?;
+        let personal = DailyFiles::open(dir, "personal", "jsonl", max_file_bytes)?;
         Ok(DeadLetterStore {
             file,
+            personal,
+            personal_retention_ms: DEFAULT_PERSONAL_RETENTION_MS,
+            expired_at: 0,
             pseudonyms,
             prefix: prefix.to_string(),
             counts: BTreeMap::new(),
@@ -111,6 +130,13 @@ impl DeadLetterStore {
             max_pending: max_file_bytes.max(1 << 16),
             unstored: 0,
         })
+    }
+
+    /// Keeps personal dead letters for `ms` (wall-clock time from their receipt) instead of
+    /// [`DEFAULT_PERSONAL_RETENTION_MS`]: the service passes the health records' retention.
+    pub fn with_personal_retention(mut self, ms: u64) -> DeadLetterStore {
+        self.personal_retention_ms = ms;
+        self
     }
 
     /// Records one rejected message element received on `topic` with payload `raw`, at
@@ -121,6 +147,7 @@ impl DeadLetterStore {
         *self.counts.entry(reason).or_insert(0) += 1;
 
         let mut clear_ids = Vec::new();
+        let personal = self.personal(topic, raw);
         let raw_text = self.sanitize_raw(topic, raw, &mut clear_ids);
         let topic = self.sanitize_topic(topic, &clear_ids);
         let detail = self.scrub(&rejected.detail, &clear_ids);
@@ -129,7 +156,7 @@ impl DeadLetterStore {
         let line = Line { received_ms: wall_ms, topic: &topic, reason, detail: &detail, raw: &raw_text };
         let mut bytes = serde_json::to_vec(&line)?;
         bytes.push(b'\n');
-        if self.file.pending_bytes() >= self.max_pending {
+        if self.file.pending_bytes() + self.personal.pending_bytes() >= self.max_pending {
             // The store has been failing for a while (see `flush`): bounded memory wins, and
             // what is not kept is still counted.
             self.unstored += 1;
@@ -138,8 +165,18 @@ impl DeadLetterStore {
                 self.file.dir().display()
             );
         }
-        self.file.write(&bytes);
+        if personal {
+            self.personal.write(wall_ms, &bytes)?;
+        } else {
+            self.file.write(&bytes);
+        }
         Ok(())
+    }
+
+    /// Whether a payload may hold personal data: a personal topic's, or any that names `person`.
+    fn personal(&self, topic: &str, raw: &[u8]) -> bool {
+        TopicKind::parse(&self.prefix, topic).is_some_and(|(k, _)| k.personal())
+            || memchr::memmem::find(raw, b"person").is_some()
     }
 
     /// Dead letters counted but not kept because the store could not be written for so long
@@ -161,14 +198,29 @@ impl DeadLetterStore {
     /// Writes the buffered dead letters; on an error they stay buffered (up to one file's size)
     /// for the next flush.
     pub fn flush(&mut self) -> Result<()> {
-        self.file.flush()
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.expire(now)?;
+        self.file.flush()?;
+        self.personal.flush()
+    }
+
+    /// Deletes the personal dead letters past their retention at wall-clock `now_ms` (checked
+    /// at most once an hour); returns how many files went.
+    pub fn expire(&mut self, now_ms: u64) -> Result<usize> {
+        if now_ms < self.expired_at + 3_600_000 && self.expired_at != 0 {
+            return Ok(0);
+        }
+        self.expired_at = now_ms;
+        self.personal.expire(now_ms.saturating_sub(self.personal_retention_ms))
     }
 
     /// The `raw` field: the payload as text, pseudonymized or redacted when it may be personal,
     /// base64 when it is not UTF-8. Clear ids replaced are pushed to `clear_ids`.
     fn sanitize_raw(&self, topic: &str, raw: &[u8], clear_ids: &mut Vec<String>) -> String {
-        let personal_topic = TopicKind::parse(&self.prefix, topic).is_some_and(|(k, _)| k.personal());
-        if personal_topic || memchr::memmem::find(raw, b"person").is_some() {
+        if self.personal(topic, raw) {
             match serde_json::from_slice::<Value>(raw) {
                 Ok(mut v) => {
                     self.pseudonymize(&mut v, false, clear_ids);
@@ -297,8 +349,11 @@ mod tests {
         Pseudonymizer::new(b"test-key".to_vec())
     }
 
+    /// A store whose personal dead letters never expire (the tests receive them in 1970).
     fn store(dir: &Path) -> DeadLetterStore {
-        DeadLetterStore::open(dir, 1 << 20, 4, pseudonyms(), "city/").unwrap()
+        DeadLetterStore::open(dir, 1 << 20, 4, pseudonyms(), "city/")
+            .unwrap()
+            .with_personal_retention(u64::MAX)
     }
 
     /// Every stored line, parsed, in file order.
@@ -347,6 +402,36 @@ mod tests {
         assert_eq!(got[1]["reason"], "unknown_topic");
         assert_eq!(got[1]["raw"], "hello");
         assert!(dir.join("dead-letters-000001.jsonl").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn personal_dead_letters_are_deleted_after_their_retention() {
+        let dir = temp_dir("retention");
+        let day = 86_400_000;
+        let t0 = 1_767_225_600_000; // 2026-01-01T00:00Z
+        let mut s = DeadLetterStore::open(&dir, 1 << 20, 4, pseudonyms(), "city/").unwrap();
+        let bad = Rejected::new(Reason::InvalidPayload, "x");
+        s.record("city/health/checkin/v-1", br#"{"person":"p","ts":"x"}"#, &bad, t0 + 5).unwrap();
+        s.record("city/grid/sensor/s-1", b"{}", &bad, t0 + 6).unwrap();
+        s.file.flush().unwrap();
+        s.personal.flush().unwrap();
+        let names = || {
+            let mut v: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(), ["dead-letters-000001.jsonl", "personal-20260101-000001.jsonl"]);
+        // Kept for the whole retention (15 days after the end of their day of receipt) …
+        assert_eq!(s.expire(t0 + 16 * day - 1).unwrap(), 0);
+        assert_eq!(names().len(), 2);
+        // … then gone; the other dead letters stay.
+        s.expired_at = 0;
+        assert_eq!(s.expire(t0 + 16 * day).unwrap(), 1);
+        assert_eq!(names(), ["dead-letters-000001.jsonl"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -7,15 +7,18 @@
 //! at [`DEMO_CASE_RATE`] worked by the cells' officers, every cell's sensors, a rainstorm over
 //! the first district from minute [`DEMO_RAINSTORM_MINUTE`] (water levels rise, flooding cases),
 //! and one water-level sensor that falls silent at minute [`DEMO_SILENT_SENSOR_MINUTE`] (stale
-//! 15 minutes later).
+//! 15 minutes later). Public health too: [`DEFAULT_TRAVELLERS`] travellers ride trains, metro
+//! and buses and check in at venues; one of them is confirmed at minute
+//! [`DEMO_CONFIRMED_CASE_MINUTE`] (their co-passengers and venue contacts are alerted to their
+//! cells' officers) and cleared [`DEMO_CLEAR_AFTER_MIN`] minutes later (the contacts retract).
 
 use anyhow::{Context, Result};
 use citybrain_dataflows::{CityModel, Ms};
 use citybrain_sim::publish::{MqttTarget, Pace, publish_lines};
 use citybrain_sim::{
-    CityOptions, EmergencyOptions, EmergencySim, FeedOptions, GridOptions, GridSim, IncidentSpec,
-    MassCasualtySpec, RainstormSpec, RoadNetwork, Scenario, SilentSensorSpec, Simulator, generate_city,
-    geojson_text,
+    CityOptions, DEFAULT_TRAVELLERS, EmergencyOptions, EmergencySim, FeedOptions, GridOptions, GridSim,
+    HealthOptions, HealthSim, IncidentSpec, MassCasualtySpec, RainstormSpec, RoadNetwork, Scenario,
+    SilentSensorSpec, Simulator, generate_city, geojson_text,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +38,20 @@ pub const DEMO_CASE_RATE: f64 = 2.0;
 pub const DEMO_RAINSTORM_MINUTE: u32 = 5;
 /// Simulated minute the demo's silent sensor stops reporting.
 pub const DEMO_SILENT_SENSOR_MINUTE: u32 = 2;
+
+/// The simulated minute at which the demo's public-health case is confirmed.
+pub const DEMO_CONFIRMED_CASE_MINUTE: u32 = 45;
+/// Minutes after its confirmation at which the demo's case is cleared.
+pub const DEMO_CLEAR_AFTER_MIN: u32 = 180;
+
+/// The demo's public-health scenario (see the module docs).
+pub fn health_options() -> HealthOptions {
+    HealthOptions {
+        travellers: DEFAULT_TRAVELLERS,
+        confirmed_cases: vec![DEMO_CONFIRMED_CASE_MINUTE],
+        clear_after_min: Some(DEMO_CLEAR_AFTER_MIN),
+    }
+}
 
 /// The demo's grid scenario (see the module docs).
 pub fn grid_options(city: &CityModel) -> GridOptions {
@@ -128,6 +145,20 @@ pub async fn simulate(
         }
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "grid scenario off");
+            sim
+        }
+    };
+    let sim = match HealthSim::new(&city, &opts, &health_options()) {
+        Ok(health) => {
+            tracing::info!(
+                travellers = health.traveller_count(),
+                confirmed_minute = DEMO_CONFIRMED_CASE_MINUTE,
+                "public-health scenario on"
+            );
+            sim.with_health(health)?
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "public-health scenario off");
             sim
         }
     };

@@ -120,14 +120,17 @@ fn default_workers() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8)
 }
 
+/// Log levels no `RUST_LOG` can raise (see `main`).
+const PRIVATE_LOGS: [&str; 2] = ["rumqttd=info", "rumqttc=info"];
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // The MQTT libraries log message topics at debug and trace, and a personal topic's id may be
+    // a clear identifier (CONTRACT §1): whatever RUST_LOG says, they log at info at most.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off"))
+        .add_directive(PRIVATE_LOGS[0].parse().expect("a valid directive"))
+        .add_directive(PRIVATE_LOGS[1].parse().expect("a valid directive"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

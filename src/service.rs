@@ -33,7 +33,7 @@ use crate::deadletter::DeadLetterStore;
 use crate::hub::Hub;
 use crate::live::{Live, LiveMetrics, LiveOptions};
 use crate::mqtt::{MqttIngest, MqttMetrics};
-use crate::sink::files::RotatingFile;
+use crate::sink::files::{DailyFiles, RotatingFile};
 use crate::sink::health::OutputHealth;
 use crate::sink::influx::{InfluxMetrics, InfluxSink};
 use anyhow::{Context, Result};
@@ -187,23 +187,51 @@ impl DeadLetters {
     }
 }
 
-/// A file output of the consumer: its name (for health and metrics) and its files.
+/// A file output of the consumer: its name (for health and metrics), its files, and the files
+/// of its personal records (public-health alert transitions), one set a day, deleted once past
+/// the health retention.
 struct FileOutput {
     name: &'static str,
     file: RotatingFile,
+    personal: DailyFiles,
 }
 
 impl FileOutput {
+    /// Bytes queued and not yet on disk.
+    fn pending_bytes(&self) -> u64 {
+        self.file.pending_bytes() + self.personal.pending_bytes()
+    }
+
     /// Writes what is queued; reports the outcome.
     fn flush(&mut self, health: &OutputHealth) {
-        if self.file.pending_bytes() == 0 {
+        if self.pending_bytes() == 0 {
             return;
         }
-        match self.file.flush() {
+        let (path, outcome) = match self.file.flush() {
+            Ok(()) => (self.personal_dir(), self.personal.flush()),
+            Err(e) => (self.file.current_path().display().to_string(), Err(e)),
+        };
+        match outcome {
             Ok(()) => health.ok(self.name),
-            Err(e) => {
-                health.failed(self.name, &self.file.current_path().display().to_string(), &format!("{e:#}"))
-            }
+            Err(e) => health.failed(self.name, &path, &format!("{e:#}")),
+        }
+    }
+
+    fn personal_dir(&self) -> String {
+        self.file.dir().join("health").display().to_string()
+    }
+
+    /// Deletes the personal files of the days past the retention at city time `clock`.
+    fn expire(&mut self, before: Ms) {
+        match self.personal.expire(before) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                output = self.name,
+                files = n,
+                "public-health files past their retention deleted"
+            ),
+            Err(e) => tracing::warn!(output = self.name, error = %format!("{e:#}"),
+                "cannot delete public-health files past their retention; tried again on the next day"),
         }
     }
 }
@@ -223,19 +251,25 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     let mut lp_files = FileOutput {
         name: "line_protocol",
         file: RotatingFile::open(&data_dir.join("lp"), "citybrain", "lp", 256 << 20, None)?,
+        personal: DailyFiles::open(&data_dir.join("lp").join("health"), "alerts", "lp", 64 << 20)?,
     };
     let mut alert_file = FileOutput {
         name: "alerts_jsonl",
         file: RotatingFile::open(&data_dir.join("alerts"), "alerts", "jsonl", 64 << 20, None)?,
+        personal: DailyFiles::open(&data_dir.join("alerts").join("health"), "alerts", "jsonl", 64 << 20)?,
     };
+    let health_retention = cfg.health.retention_ms();
     let pseudonyms = Pseudonymizer::new(s.pseudonym_key.clone());
-    let dead_store = Mutex::new(DeadLetterStore::open(
-        &data_dir.join("dead-letters"),
-        16 << 20,
-        16,
-        pseudonyms.clone(),
-        &s.topic_prefix,
-    )?);
+    let dead_store = Mutex::new(
+        DeadLetterStore::open(
+            &data_dir.join("dead-letters"),
+            16 << 20,
+            16,
+            pseudonyms.clone(),
+            &s.topic_prefix,
+        )?
+        .with_personal_retention(health_retention),
+    );
     let dead = Arc::new(DeadLetters { store: dead_store, health: health.clone() });
     let influx = match &s.influxdb {
         Some(cfg) => {
@@ -260,11 +294,13 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     if tokens.is_empty() {
         tracing::warn!("no [[auth.tokens]] configured: every protected route answers 401");
     }
+    let mut hub_options = s.alerts.hub_options();
+    // Public-health alerts are kept only as long as the records they come from.
+    hub_options.domain_history_ms.push(("health".into(), cfg.health.retention_ms()));
     let hub = Arc::new(
-        Hub::open_reporting(Some(&data_dir.join("alerts.db")), &s.alerts.hub_options(), health.clone())
-            .with_context(|| {
-                format!("cannot open the alert store {}", data_dir.join("alerts.db").display())
-            })?,
+        Hub::open_reporting(Some(&data_dir.join("alerts.db")), &hub_options, health.clone()).with_context(
+            || format!("cannot open the alert store {}", data_dir.join("alerts.db").display()),
+        )?,
     );
     let hub_metrics = hub.metrics();
     // The consumer's queue (files, InfluxDB) starts with nothing to catch up on: `alert` points
@@ -323,8 +359,10 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
             let mut book = AlertBook::default();
             let mut open = true;
             let mut last_retry = Instant::now();
+            // The city clock, and its value at the last expiry of personal files (hourly).
+            let (mut now, mut clock): (Ms, Ms) = (0, 0);
             while open {
-                let behind = lp_files.file.pending_bytes() + alert_file.file.pending_bytes() > MAX_UNWRITTEN_BYTES
+                let behind = lp_files.pending_bytes() + alert_file.pending_bytes() > MAX_UNWRITTEN_BYTES
                     || hub.store_backlog() > MAX_UNSTORED_ALERTS;
                 let mut buf = String::new();
                 let mut published = Vec::new();
@@ -334,6 +372,7 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
                 } else {
                     match out_rx.recv_timeout(Duration::from_millis(200)) {
                         Ok((t, mut records)) => {
+                            now = now.max(t);
                             let (n, raw) = book.render(t, &mut records, &city, &cfg, &mut buf);
                             points.fetch_add(n, Ordering::Relaxed);
                             // Every batch, not only those that wrote points: a unit that moves
@@ -355,10 +394,29 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
                     published.push(p);
                 }
                 let mut alerts_json = String::new();
+                // Public-health transitions (pseudonyms, trips, venues) go to the day's personal
+                // files, deleted after the retention; InfluxDB gets them with the rest.
+                let mut personal_lp = String::new();
                 for p in &published {
-                    citybrain_dataflows::lp::alert_line(&p.alert, p.time, &mut buf);
-                    alerts_json.push_str(&serde_json::to_string(&p.alert).unwrap_or_default());
-                    alerts_json.push('\n');
+                    let json = serde_json::to_string(&p.alert).unwrap_or_default() + "\n";
+                    if p.alert.domain == "health" {
+                        let mut line = String::new();
+                        citybrain_dataflows::lp::alert_line(&p.alert, p.time, &mut line);
+                        let days = (lp_files.personal.write(p.time, line.as_bytes()))
+                            .and_then(|()| alert_file.personal.write(p.time, json.as_bytes()));
+                        if let Err(e) = days {
+                            health.failed("alerts_jsonl", &alert_file.personal_dir(), &format!("{e:#}"));
+                        }
+                        personal_lp.push_str(&line);
+                    } else {
+                        citybrain_dataflows::lp::alert_line(&p.alert, p.time, &mut buf);
+                        alerts_json.push_str(&json);
+                    }
+                }
+                if now > clock + 3_600_000 {
+                    clock = now;
+                    lp_files.expire(clock.saturating_sub(health_retention));
+                    alert_file.expire(clock.saturating_sub(health_retention));
                 }
                 points.fetch_add(published.len() as u64, Ordering::Relaxed);
                 // A failing file is retried once per RETRY, a working one written at once.
@@ -374,6 +432,7 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
                     last_retry = Instant::now();
                     dead.flush();
                 }
+                buf.push_str(&personal_lp);
                 if let Some(tx) = lp_tx.as_ref().filter(|_| !buf.is_empty()) {
                     let _ = tx.blocking_send(buf);
                 }
@@ -385,10 +444,10 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
                 lp_files.flush(&health);
                 alert_file.flush(&health);
                 dead.flush();
-                let left = lp_files.file.pending_bytes() + alert_file.file.pending_bytes();
+                let left = lp_files.pending_bytes() + alert_file.pending_bytes();
                 if left == 0 || Instant::now() >= deadline {
                     for out in [&lp_files, &alert_file] {
-                        let n = out.file.pending_bytes();
+                        let n = out.pending_bytes();
                         if n > 0 {
                             tracing::error!(output = out.name, path = %out.file.current_path().display(), bytes = n,
                                 "output still failing at shutdown; these bytes are not written");
@@ -510,7 +569,11 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     eprintln!("citybrain: alerts stored in {}", data_dir.join("alerts.db").display());
     if let Some(t) = &demo_tokens {
         let path = t.write(&data_dir)?;
-        eprintln!("citybrain: dashboard  http://{addr}/  (the pages arrive with the dashboard issue)");
+        eprintln!("citybrain: operations centre  http://{addr}/#token={}", t.ops);
+        eprintln!(
+            "citybrain: grid officer       http://{addr}/officer#token={}  ({})",
+            t.officer, t.officer_id
+        );
         eprintln!("citybrain: ops token      {}", t.ops);
         eprintln!("citybrain: officer {:<7} {}", t.officer_id, t.officer);
         eprintln!("citybrain: tokens written to {}", path.display());

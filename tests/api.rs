@@ -1214,6 +1214,37 @@ mod health {
         nothing_personal(&p, &names, "alerts", &alerts.to_string());
         let officer_alerts = h.get("/api/alerts", officer).await;
         assert_eq!(officer_alerts.as_array().unwrap().len(), 1, "{officer_alerts}");
+        // The officer marks their contact as handled (registered with the community) by
+        // acknowledging it; the other cell's contact is not theirs to acknowledge.
+        let mine = officer_alerts[0]["id"].as_str().unwrap().to_string();
+        let theirs =
+            ids(&alerts).into_iter().find(|i| i.starts_with("health.contact") && *i != mine).unwrap();
+        let escaped = |id: &str| -> String {
+            id.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b == b'.' {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect()
+        };
+        let path = |id: &str| format!("/api/alerts/{}/ack", escaped(id));
+        let body = json!({"note": "registered with the community"});
+        let (st, acked) = call("POST", h.port, &path(&mine), Some(officer), Some(body.clone())).await;
+        assert_eq!((st, acked["state"].as_str()), (200, Some("acknowledged")), "{acked}");
+        assert!(acked["acked_by"].is_string(), "{acked}");
+        assert_eq!(call("POST", h.port, &path(&theirs), Some(officer), Some(body)).await.0, 403);
+        let handled = h.get("/api/alerts?domain=health", ops).await;
+        let states: Vec<(String, String)> = handled
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["id"].as_str().unwrap().to_string(), a["state"].as_str().unwrap().to_string()))
+            .collect();
+        assert!(states.contains(&(mine.clone(), "acknowledged".into())), "{states:?}");
+        assert!(states.contains(&(theirs.clone(), "raised".into())), "{states:?}");
         let mut live = ws(h.port, "/ws/live", ops).await;
         let snap = next(&mut live).await;
         assert_eq!((snap["health_contacts"].as_u64(), snap["kpis"]["contacts"].as_u64()), (Some(2), Some(2)));

@@ -894,3 +894,211 @@ fn mqtt_connection_killed_mid_feed_at_qos1_gives_the_output_of_no_reconnect() {
     drop(broker);
     assert_eq!(live_windows(&delivered, &city), replay_windows("mqtt-kill", &geojson, &lines, 1));
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() { stack.push(path) } else { files.push(path) }
+        }
+    }
+    files
+}
+
+/// Every file under `dir`, as text (binary files lossily: SQLite pages hold text).
+fn all_files_text(dir: &std::path::Path) -> String {
+    files_under(dir)
+        .iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect()
+}
+
+/// The files under `dir` whose name starts with `prefix`, as text.
+fn files_named(dir: &std::path::Path, prefix: &str) -> String {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+/// A valid id-card number (GB 11643) from its first 17 digits.
+fn id_card(first17: &str) -> String {
+    format!("{first17}{}", citybrain_sim::id_check_digit(first17).unwrap())
+}
+
+#[test]
+fn demo_never_stores_logs_or_sends_a_clear_id_and_keeps_health_alerts_apart() {
+    use futures_util::StreamExt;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = common::scratch("demo-health");
+    let (mqtt, http) = (free_port(), free_port());
+    let [case, contact, broken, topic_id, checker] = [
+        "11010519491231002",
+        "33010619900101123",
+        "44030019850505432",
+        "51010719770707001",
+        "21010219660606008",
+    ]
+    .map(id_card);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_citybrain"))
+        .args(["demo", "--duration", "25", "--speed", "60", "--mqtt-port", &mqtt.to_string()])
+        .args(["--http", &format!("127.0.0.1:{http}")])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the logs while the demo runs (a full pipe would stall it).
+    let drain = |r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let mut r = r;
+            let _ = std::io::Read::read_to_string(&mut r, &mut s);
+            s
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let mut outputs = String::new();
+    rt.block_on(async {
+        wait_ready(http).await;
+        let tokens = demo_tokens(&dir);
+        let (ops, officer) =
+            (tokens["CITYBRAIN_OPS_TOKEN"].clone(), tokens["CITYBRAIN_OFFICER_TOKEN"].clone());
+        let cells = get_json(http, "/api/grid/cells", &officer).await;
+        let cell = cells[0]["cell"].as_str().unwrap().to_string();
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{http}/ws/alerts?token={ops}"))
+                .await
+                .unwrap();
+        // Records a little behind the demo's clock (it runs ahead of the wall clock): the case
+        // and the contact on one bus, the contact's check-in in the officer's cell, and broken
+        // records quoting clear ids.
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let msgs = [
+            (
+                "city/health/trip/t-1".to_string(),
+                serde_json::json!([
+                {"person": case, "ts": now - 3_600_000, "carrier": "bus", "trip": "B42@today"},
+                {"person": contact, "ts": now - 3_500_000, "carrier": "bus", "trip": "B42@today"}]),
+            ),
+            (
+                "city/health/checkin/v-9".into(),
+                serde_json::json!({"person": contact, "ts": now - 600_000, "venue": "v-9", "cell": cell}),
+            ),
+            (
+                "city/health/case/c-1".into(),
+                serde_json::json!({"person": case, "ts": now, "status": "confirmed"}),
+            ),
+            (
+                "city/health/trip/t-2".into(),
+                serde_json::json!({"person": broken, "ts": "yesterday", "carrier": "bus"}),
+            ),
+            (
+                format!("city/health/case/{topic_id}"),
+                serde_json::json!({"person": topic_id, "ts": now, "status": "infected"}),
+            ),
+        ];
+        let (client, mut events) = rumqttc::AsyncClient::new(
+            rumqttc::MqttOptions::new("leak-test-publisher", "127.0.0.1", mqtt),
+            100,
+        );
+        tokio::spawn(async move { while events.poll().await.is_ok() {} });
+        for (topic, payload) in msgs {
+            client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.to_string()).await.unwrap();
+        }
+        // The contact's alert reaches the websocket, naming the pseudonym only.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut alert = None;
+        while alert.is_none() && Instant::now() < deadline {
+            let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(1), ws.next()).await else {
+                continue;
+            };
+            let text = msg.to_text().unwrap().to_string();
+            outputs.push_str(&text);
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if v["type"] == "transition"
+                && v["alert"]["rule"] == "health.contact"
+                && v["alert"]["cell"] == cell.as_str()
+            {
+                alert = Some(v["alert"].clone());
+            }
+        }
+        let alert = alert.expect("no health.contact alert for the contact's cell");
+        assert_eq!(alert["subject"]["trip"], "B42@today");
+        // The officer of that cell sees and acknowledges it (handled).
+        let id = alert["id"].as_str().unwrap().to_string();
+        let escaped: String = id
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b == b'.' {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let acked = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{http}/api/alerts/{escaped}/ack"))
+            .bearer_auth(&officer)
+            .json(&serde_json::json!({"note": "registered"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(acked.status(), 200);
+        outputs.push_str(&acked.text().await.unwrap());
+        // The citizen's self-check answers by the id, which is never kept.
+        for id in [&contact, &checker] {
+            let r = reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{http}/api/health/contact-check"))
+                .json(&serde_json::json!({"name": "张三", "id_card": id}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            outputs.push_str(&r.text().await.unwrap());
+        }
+        for path in
+            ["/api/alerts?domain=health", "/api/alerts?state=all&domain=health", "/api/health/contacts"]
+        {
+            outputs.push_str(&get_json(http, path, &ops).await.to_string());
+        }
+        outputs.push_str(&get_json(http, "/api/health/contacts", &officer).await.to_string());
+        let (mut live, _) =
+            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{http}/ws/live?token={ops}"))
+                .await
+                .unwrap();
+        outputs.push_str(live.next().await.unwrap().unwrap().to_text().unwrap());
+    });
+    let status = child.wait().unwrap();
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("public-health scenario on"), "the demo runs the health scenario");
+    let disk = all_files_text(&dir);
+    for id in [&case, &contact, &broken, &topic_id, &checker] {
+        for (what, text) in
+            [("the data directory", &disk), ("stdout", &stdout), ("the logs", &stderr), ("the API", &outputs)]
+        {
+            let at = text.find(&id[..17]).map(|i| &text[i.saturating_sub(300)..(i + 100).min(text.len())]);
+            assert!(at.is_none(), "{what} holds the clear id {id}: …{}…", at.unwrap_or_default());
+        }
+    }
+    // The broken records were dead-lettered, to the personal files (deleted after retention).
+    let personal = files_named(&dir.join("dead-letters"), "personal-");
+    assert!(personal.contains("yesterday") && personal.contains("infected"), "{personal}");
+    assert!(!files_named(&dir.join("dead-letters"), "dead-letters-").contains("health/"));
+    // Health transitions go to the day's personal files, never to the general ones.
+    let health_alerts = files_named(&dir.join("alerts").join("health"), "alerts-");
+    assert!(health_alerts.contains("\"rule\":\"health.contact\""), "{health_alerts}");
+    assert!(!files_named(&dir.join("alerts"), "alerts-000").contains("health.contact"));
+    assert!(files_named(&dir.join("lp").join("health"), "alerts-").contains("domain=health"));
+    assert!(!files_named(&dir.join("lp"), "citybrain-").contains("domain=health"));
+}

@@ -56,7 +56,7 @@ pub use feed::{
     Batch, FeedOptions, IncidentSpec, Simulator, detector_feed, detector_feed_geojson, parse_start,
 };
 pub use grid::{GridOptions, GridSim, RainstormSpec, SilentSensorSpec};
-pub use health::{HealthOptions, HealthSim, id_check_digit, is_valid_id_card};
+pub use health::{DEFAULT_TRAVELLERS, HealthOptions, HealthSim, id_check_digit, is_valid_id_card};
 pub use publish::{
     MqttTarget, Pace, PublishProgress, PublishReport, parse_line, publish_lines, publish_lines_with_progress,
 };

@@ -47,6 +47,11 @@ pub struct HubOptions {
     pub policy: Policy,
     /// How long transitions stay in the history, ms of event time.
     pub history_ms: Ms,
+    /// Domains whose transitions are personal data, with their own (shorter) history, ms of
+    /// event time: `health` keeps its alerts only as long as the records they come from. Their
+    /// rows are deleted with SQLite's `secure_delete` and the write-ahead log truncated, so
+    /// they are gone from the disk, not only from the table.
+    pub domain_history_ms: Vec<(String, Ms)>,
     /// Transitions a websocket client may fall behind before it is re-sent a snapshot.
     pub broadcast_capacity: usize,
 }
@@ -173,6 +178,7 @@ struct Inner {
     jobs: u64,
     seq: u64,
     history_ms: Ms,
+    domain_history_ms: Vec<(String, Ms)>,
     pruned_at: Ms,
 }
 
@@ -181,8 +187,9 @@ struct StoreJob {
     rows: Vec<(u64, Ms, Alert)>,
     changed: Vec<(String, Option<lifecycle::Entry>)>,
     clock: Ms,
-    /// Prune transitions older than this after the commit.
-    prune_before: Option<Ms>,
+    /// Prune transitions older than this (and of the listed domains, older than theirs) after
+    /// the commit.
+    prune_before: Option<(Ms, Vec<(String, Ms)>)>,
 }
 
 /// How far the store thread has got, shared with those who wait on it.
@@ -300,6 +307,7 @@ impl Hub {
                 jobs: 0,
                 seq,
                 history_ms: opts.history_ms,
+                domain_history_ms: opts.domain_history_ms.clone(),
                 pruned_at: 0,
             }),
             tx,
@@ -404,8 +412,11 @@ impl Hub {
         if let (Some(queue), Some(shared)) = (&inner.store, &self.store) {
             // Queued under the lock (the store's order is the sequence order); committed by the
             // store thread, outside it.
-            let prune_before = (clock.saturating_sub(inner.pruned_at) > 3_600_000)
-                .then(|| clock.saturating_sub(inner.history_ms));
+            let prune_before = (clock.saturating_sub(inner.pruned_at) > 3_600_000).then(|| {
+                let by_domain = inner.domain_history_ms.iter();
+                let by_domain = by_domain.map(|(d, keep)| (d.clone(), clock.saturating_sub(*keep))).collect();
+                (clock.saturating_sub(inner.history_ms), by_domain)
+            });
             if prune_before.is_some() {
                 inner.pruned_at = clock;
             }
@@ -529,8 +540,8 @@ fn store_thread(
                 break;
             }
             health.ok("alert_store");
-            if let Some(before) = job.prune_before
-                && let Err(e) = store.prune(before)
+            if let Some((before, by_domain)) = &job.prune_before
+                && let Err(e) = store.prune(*before, by_domain)
             {
                 metrics.store_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(path, error = %e, "cannot prune the alert history; it is tried again in an hour");

@@ -4,7 +4,8 @@
 //! Tables:
 //! - `transitions(seq, id, state, domain, severity, cell, ts, alert)`: one row per published
 //!   transition, `seq` being the hub's sequence number and `ts` the transition's event time;
-//!   `alert` is the JSON object. Rows older than the configured history are pruned.
+//!   `alert` is the JSON object. Rows older than the configured history are pruned, and rows
+//!   of a personal domain (`health`) older than that domain's retention, overwritten on disk.
 //! - `active(id, alert, pending_clear)`: the active set as the hub holds it, rewritten in the same
 //!   transaction as the transitions that changed it, so a restart resumes exactly.
 //! - `meta(key, value)`: the city clock at the last write.
@@ -88,6 +89,8 @@ impl Store {
     fn init(conn: Connection) -> Result<Store, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Deleted rows (personal data past its retention) are overwritten, not just unlinked.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS transitions (
                 seq INTEGER PRIMARY KEY,
@@ -181,9 +184,24 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes transitions older than `before` (event time); returns how many.
-    pub fn prune(&self, before: Ms) -> Result<usize, StoreError> {
-        Ok(self.conn.execute("DELETE FROM transitions WHERE ts < ?1", params![before as i64])?)
+    /// Deletes transitions older than `before` (event time), and those of each listed domain
+    /// older than its own time; returns how many. When a listed (personal) domain lost rows, the
+    /// write-ahead log is checkpointed and truncated: with `secure_delete` on, the deleted rows
+    /// are then overwritten in the database file and no old copy is left in the log.
+    pub fn prune(&self, before: Ms, by_domain: &[(String, Ms)]) -> Result<usize, StoreError> {
+        let mut n = self.conn.execute("DELETE FROM transitions WHERE ts < ?1", params![before as i64])?;
+        let mut personal = 0;
+        for (domain, before) in by_domain {
+            personal += self.conn.execute(
+                "DELETE FROM transitions WHERE domain = ?1 AND ts < ?2",
+                params![domain, *before as i64],
+            )?;
+        }
+        if personal > 0 {
+            self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        n += personal;
+        Ok(n)
     }
 
     /// The transitions matching `q`, in sequence order.
@@ -229,5 +247,74 @@ impl Store {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::Severity;
+
+    fn alert(id: &str, domain: &str, subject: serde_json::Value, ts: Ms) -> Alert {
+        Alert {
+            id: id.into(),
+            rule: format!("{domain}.x"),
+            severity: Severity::Warning,
+            state: AlertState::Raised,
+            domain: domain.into(),
+            subject,
+            cell: Some("c1".into()),
+            district: Some("d1".into()),
+            raised_ts: ts,
+            cleared_ts: None,
+            acked_by: None,
+            acked_ts: None,
+            message: "m".into(),
+            ack_note: None,
+            escalated: false,
+        }
+    }
+
+    /// The bytes of the database and its write-ahead log, as text (lossy).
+    fn on_disk(path: &Path) -> String {
+        let mut text = String::new();
+        for p in [path.to_path_buf(), path.with_extension("db-wal")] {
+            if let Ok(bytes) = std::fs::read(&p) {
+                text.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn personal_transitions_past_their_retention_are_gone_from_the_disk() -> Result<(), StoreError> {
+        let dir = std::env::temp_dir().join(format!("cb-store-retention-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Thread(e.to_string()))?;
+        let path = dir.join("alerts.db");
+        let day: Ms = 86_400_000;
+        let t0: Ms = 1_767_225_600_000;
+        let marker = "PSEUDONYM0123456789abcdef";
+        let mut store = Store::open(&path)?;
+        let contact = alert("health.contact:x", "health", serde_json::json!({"person": marker}), t0);
+        let later =
+            alert("health.contact:y", "health", serde_json::json!({"person": "LATER-ONE"}), t0 + 2 * day);
+        let road = alert("traffic.incident:s1", "traffic", serde_json::json!({"segment": "ROAD-S1"}), t0);
+        store.commit(&[(1, t0, &contact), (2, t0, &road), (3, t0 + 2 * day, &later)], &[], t0 + 2 * day)?;
+        assert!(on_disk(&path).contains(marker));
+
+        // Health keeps a day here, everything else a year: only the first contact goes.
+        let gone = store.prune(t0 - 365 * day, &[("health".into(), t0 + day)])?;
+        assert_eq!(gone, 1);
+        let left: Vec<u64> =
+            store.history(&HistoryQuery { limit: 10, ..Default::default() })?.iter().map(|t| t.seq).collect();
+        assert_eq!(left, [2, 3]);
+        let text = on_disk(&path);
+        assert!(!text.contains(marker), "the pruned contact is still in the database file or its log");
+        assert!(text.contains("ROAD-S1") && text.contains("LATER-ONE"));
+        drop(store);
+        assert!(!on_disk(&path).contains(marker));
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
     }
 }

@@ -24,7 +24,8 @@
 //! used at once. [`RotatingFile::pending_bytes`] is what waits in memory, for the caller to bound.
 
 use anyhow::{Context, Result};
-use std::collections::VecDeque;
+use citybrain_dataflows::Ms;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
@@ -248,6 +249,120 @@ impl Drop for RotatingFile {
     }
 }
 
+/// Milliseconds in a day.
+const DAY_MS: Ms = 86_400_000;
+
+/// Files that hold personal data and must be deleted after a retention: one [`RotatingFile`]
+/// set a day, `{prefix}-{YYYYMMDD}-{seq:06}.{ext}` (the UTC day of what they hold), and
+/// [`DailyFiles::expire`] deletes every day's files once the whole day is older than the
+/// retention. A day is therefore on disk for at most the retention plus one day.
+#[derive(Debug)]
+pub struct DailyFiles {
+    dir: PathBuf,
+    prefix: String,
+    ext: String,
+    max_bytes: u64,
+    /// The open sets, by day number (days since the epoch, UTC).
+    days: BTreeMap<i64, RotatingFile>,
+}
+
+impl DailyFiles {
+    /// Daily file sets in `dir` (created if missing); files rotate at `max_bytes`.
+    pub fn open(dir: &Path, prefix: &str, ext: &str, max_bytes: u64) -> Result<DailyFiles> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
+        Ok(DailyFiles {
+            dir: dir.to_path_buf(),
+            prefix: prefix.into(),
+            ext: ext.into(),
+            max_bytes,
+            days: BTreeMap::new(),
+        })
+    }
+
+    /// The day number of an instant (epoch ms, UTC).
+    fn day(ms: Ms) -> i64 {
+        (ms / DAY_MS) as i64
+    }
+
+    /// `YYYYMMDD` of a day number.
+    fn date(day: i64) -> String {
+        chrono::DateTime::from_timestamp(day * 86_400, 0)
+            .map(|d| d.format("%Y%m%d").to_string())
+            .unwrap_or_else(|| format!("day{day}"))
+    }
+
+    /// Queues `bytes` into the files of the day of `at` (epoch ms).
+    pub fn write(&mut self, at: Ms, bytes: &[u8]) -> Result<()> {
+        let day = Self::day(at);
+        if !self.days.contains_key(&day) {
+            let prefix = format!("{}-{}", self.prefix, Self::date(day));
+            let set = RotatingFile::open(&self.dir, &prefix, &self.ext, self.max_bytes, None)?;
+            self.days.insert(day, set);
+        }
+        if let Some(set) = self.days.get_mut(&day) {
+            set.write(bytes);
+        }
+        Ok(())
+    }
+
+    /// Flushes every day's queued writes; the first error, after trying them all.
+    pub fn flush(&mut self) -> Result<()> {
+        let mut first = Ok(());
+        for set in self.days.values_mut() {
+            if let Err(e) = set.flush()
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
+    }
+
+    /// Bytes queued and not yet on disk, over every day.
+    pub fn pending_bytes(&self) -> u64 {
+        self.days.values().map(RotatingFile::pending_bytes).sum()
+    }
+
+    /// Deletes the files of every day that ended at or before `before` (epoch ms), also those
+    /// written by an earlier run; returns how many files were deleted. Queued writes of such a
+    /// day are dropped with it: they are past their retention.
+    pub fn expire(&mut self, before: Ms) -> Result<usize> {
+        let last_gone = Self::day(before) - 1; // days ending at or before `before`
+        self.days.retain(|day, set| {
+            if *day <= last_gone {
+                set.pending.clear();
+                set.pending_bytes = 0;
+                false
+            } else {
+                true
+            }
+        });
+        let entries =
+            std::fs::read_dir(&self.dir).with_context(|| format!("listing {}", self.dir.display()))?;
+        let mut deleted = 0;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("listing {}", self.dir.display()))?;
+            let name = entry.file_name();
+            let Some(date) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(self.prefix.as_str())?.strip_prefix('-'))
+                .filter(|rest| rest.ends_with(&format!(".{}", self.ext)))
+                .and_then(|rest| rest.get(..8))
+                .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y%m%d").ok())
+            else {
+                continue;
+            };
+            let day = date.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp() / 86_400);
+            if day.is_some_and(|d| d <= last_gone) {
+                std::fs::remove_file(entry.path())
+                    .with_context(|| format!("deleting {}", entry.path().display()))?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,5 +534,35 @@ mod tests {
         f.flush().unwrap();
         assert_eq!(std::fs::read_to_string(&real).unwrap(), "five\n");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn daily_files_are_deleted_once_their_day_is_past_the_retention() {
+        let dir = temp_dir("daily");
+        let day = 86_400_000;
+        let t0 = 1_767_225_600_000; // 2026-01-01T00:00Z
+        let mut f = DailyFiles::open(&dir, "alerts", "jsonl", 1 << 20).unwrap();
+        f.write(t0 + 5, b"one\n").unwrap();
+        f.write(t0 + day + 5, b"two\n").unwrap();
+        f.flush().unwrap();
+        let names = || {
+            let mut v: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(), ["alerts-20260101-000001.jsonl", "alerts-20260102-000001.jsonl"]);
+        // The first day ends at t0 + day: not yet gone a millisecond before.
+        assert_eq!(f.expire(t0 + day - 1).unwrap(), 0);
+        assert_eq!(f.expire(t0 + day).unwrap(), 1);
+        assert_eq!(names(), ["alerts-20260102-000001.jsonl"]);
+        // A later run finds and deletes what an earlier one left.
+        drop(f);
+        let mut g = DailyFiles::open(&dir, "alerts", "jsonl", 1 << 20).unwrap();
+        assert_eq!(g.expire(t0 + 2 * day).unwrap(), 1);
+        assert!(names().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

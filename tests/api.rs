@@ -259,13 +259,25 @@ async fn protected_routes_answer_401_and_403_and_public_ones_200() {
     let (k, tokens) = keys();
     let http = HttpConfig { max_body_bytes: 1024, max_ws_connections: 2, ..HttpConfig::default() };
     let port = serve(standalone(hub(&dir.join("a.db"), 0, 0), tokens, http)).await;
-    for path in ["/healthz", "/readyz", "/metrics", "/api/openapi.json"] {
+    for path in ["/healthz", "/readyz", "/metrics", "/api/openapi.json", "/", "/officer"] {
         assert_eq!(call("GET", port, path, None, None).await.0, 200, "{path}");
     }
+    for (path, kind) in [("/", "text/html"), ("/assets/vendor/echarts.min.js", "text/javascript")] {
+        let resp = reqwest::get(format!("http://127.0.0.1:{port}{path}")).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with(kind), "{path}");
+    }
+    assert_eq!(call("GET", port, "/assets/no-such-file.js", None, None).await.0, 404);
+    // The charts' history: a known measurement, or 400.
+    assert_eq!(
+        call("GET", port, "/api/history?measurement=traffic_city", Some(&k.ops), None).await,
+        (200, json!([]))
+    );
+    assert_eq!(call("GET", port, "/api/history?measurement=grid_cell", Some(&k.ops), None).await.0, 400);
     // The citizen's self-check needs no token (an empty body: 400, not 401).
     assert_eq!(call("POST", port, "/api/health/contact-check", None, None).await.0, 400);
     // (method, path, roles allowed besides ops)
-    let routes: [(&str, &str, &[&str]); 9] = [
+    let routes: [(&str, &str, &[&str]); 10] = [
         ("GET", "/api/city", &["officer"]),
         ("GET", "/api/traffic/segments", &[]),
         ("GET", "/api/traffic/districts", &[]),
@@ -273,6 +285,7 @@ async fn protected_routes_answer_401_and_403_and_public_ones_200() {
         ("POST", "/api/alerts/x/ack", &["officer"]),
         ("GET", "/ws/alerts", &["officer"]),
         ("GET", "/ws/live", &[]),
+        ("GET", "/api/history?measurement=traffic_district", &[]),
         ("GET", "/api/health/contacts", &["officer"]),
         ("POST", "/api/ingest/city/traffic/detector/k1", &["ingest"]),
     ];

@@ -521,6 +521,19 @@ fn simulated_rush_hour_with_one_blocked_lane() {
         pts.iter().filter(|p| p.measurement == "traffic_district").count(),
         model.districts.len() * 36
     );
+    // The city is the sum of its districts, window by window.
+    let city: Vec<&Point> = pts.iter().filter(|p| p.measurement == "traffic_city").collect();
+    assert_eq!(city.len(), 36);
+    let mut congested_windows = 0;
+    for c in city {
+        let districts = pts.iter().filter(|p| p.measurement == "traffic_district" && p.ns == c.ns);
+        let (sum, n) = districts.fold((0.0, 0), |(s, n), p| (s + field(p, "congested_km"), n + 1));
+        assert_eq!(n, model.districts.len());
+        assert!((field(c, "congested_km") - sum).abs() < 1e-9, "{c:?}: the districts sum to {sum}");
+        assert_eq!(c.tags["window"], "5m");
+        congested_windows += usize::from(sum > 0.0);
+    }
+    assert!(congested_windows > 0, "the rush hour congests some windows");
 }
 
 // ---------------------------------------------------------------------------------------------

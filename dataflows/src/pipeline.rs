@@ -14,7 +14,7 @@ use crate::emergency::{self, EmOut, EmergencyInputs};
 use crate::grid::{self, GridInputs};
 use crate::health::{self, HealthInputs};
 use crate::time::Ms;
-use crate::traffic::{self, DetWin, DistSum, DistWin, FlowSum, SegWin, TrafficInputs};
+use crate::traffic::{self, CityWin, DetWin, DistSum, DistWin, FlowSum, SegWin, TrafficInputs};
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,8 @@ pub enum Out {
     Segment(SegWin, FlowSum),
     /// A district window total (`traffic_district`).
     District(DistWin, DistSum),
+    /// The whole city's window total (`traffic_city`).
+    City(CityWin, DistSum),
     /// An emergency record: indicators, states, recommendations.
     Emergency(crate::emergency::EmOut),
     /// A grid record: indicators and states.
@@ -110,6 +112,7 @@ pub fn build<'s>(
         .map(|(k, v)| Out::Detector(k, v))
         .concat(new_values(t.segments).map(|(k, v)| Out::Segment(k, v)))
         .concat(new_values(t.districts).map(|(k, v)| Out::District(k, v)))
+        .concat(new_values(t.city).map(|(k, v)| Out::City(k, v)))
         .concat(e.out.map(Out::Emergency))
         .concat(g.out.map(Out::Grid))
         .concat(h.out.map(Out::Health))

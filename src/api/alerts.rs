@@ -51,7 +51,8 @@ fn split(list: &Option<String>) -> Option<Vec<String>> {
     list.as_deref().filter(|l| !l.is_empty()).map(|l| l.split(',').map(|x| x.trim().to_string()).collect())
 }
 
-fn parse_time(name: &str, v: &Option<String>) -> Result<Option<Ms>, ApiError> {
+/// An event-time parameter: epoch ms or RFC 3339; `None` when absent or empty.
+pub(super) fn parse_time(name: &str, v: &Option<String>) -> Result<Option<Ms>, ApiError> {
     let Some(v) = v.as_deref().filter(|v| !v.is_empty()) else { return Ok(None) };
     if let Ok(ms) = v.parse::<Ms>() {
         return Ok(Some(ms));

@@ -31,7 +31,15 @@ pub trait ReadModel: Send + Sync {
     /// Adds this domain's part to a `/ws/live` message, one key a list: the rows changed after
     /// board version `since`, or all rows when `since` is `None` (the snapshot).
     fn live(&self, since: Option<u64>, msg: &mut Map<String, Value>);
+
+    /// Adds the rows of this domain's charted measurements (district and city indicators) that
+    /// changed at board version `version`, for `/api/history`. Default: none.
+    fn history(&self, _version: u64, _out: &mut Vec<HistoryRow>) {}
 }
+
+/// A row for `/api/history`: its measurement, its series key (the district, or `city`) and the
+/// row as the reads serve it (tags and fields, with `ts` when the row has its own time).
+pub type HistoryRow = (&'static str, String, Value);
 
 /// The latest indicators, with a version per change so `/ws/live` can send only what changed.
 pub struct Board {
@@ -43,6 +51,8 @@ pub struct Board {
     pub(super) grid: GridBoard,
     /// Health: current contacts (pseudonyms only; `/ws/live` gets their number only).
     pub(super) health: HealthBoard,
+    /// The recent history of the district and city indicators (`/api/history`).
+    pub(super) history: History,
     version: u64,
     clock: Ms,
 }
@@ -55,6 +65,7 @@ impl Board {
             emergency: EmergencyBoard::new(city.clone(), cfg),
             grid: GridBoard::new(city.clone()),
             health: HealthBoard::new(city),
+            history: History::new(HISTORY_MS, HISTORY_POINTS),
             version: 0,
             clock: 0,
         }
@@ -81,6 +92,11 @@ impl Board {
         }
         if changed {
             self.version = v;
+            let mut rows = Vec::new();
+            for model in self.models() {
+                model.history(v, &mut rows);
+            }
+            self.history.add(self.clock, rows);
         }
         self.version
     }
@@ -106,6 +122,8 @@ impl Board {
             active_alerts,
             congested_km: self.traffic.congested_km(),
             mean_tpi: self.traffic.mean_tpi(),
+            city_tpi: self.traffic.city_index().map(|(tpi, _)| tpi),
+            city_level: self.traffic.city_index().map(|(_, level)| level),
             open_incidents,
             unassigned_incidents,
             available_units,
@@ -127,6 +145,10 @@ pub struct Kpis {
     pub congested_km: f64,
     /// Mean district traffic performance index.
     pub mean_tpi: f64,
+    /// The city's traffic performance index (`traffic_city`, latest 5-minute window), once one closed.
+    pub city_tpi: Option<f64>,
+    /// The level 1–5 of `city_tpi`.
+    pub city_level: Option<u8>,
     /// Open emergency incidents across the city (the districts' `open_incidents`).
     pub open_incidents: i64,
     /// Open incidents no unit was dispatched to (the districts' `unassigned`).
@@ -140,6 +162,83 @@ pub struct Kpis {
     /// Current contacts of active public-health cases (a count; nothing personal).
     pub contacts: i64,
 }
+
+/// How long `/api/history` keeps a point: 6 hours of event time behind the clock.
+pub const HISTORY_MS: Ms = 6 * 3_600_000;
+
+/// At most this many points a series (the newest), whatever their times.
+pub const HISTORY_POINTS: usize = 1_000;
+
+/// The recent history of the charted indicators: per (measurement, key) series, points in time
+/// order, each at most [`HISTORY_MS`] behind the city clock and at most [`HISTORY_POINTS`] a
+/// series, so memory stays bounded whatever the input. A row at the time of the series' last
+/// point replaces it (a window corrected before the next one closed).
+pub(super) struct History {
+    keep_ms: Ms,
+    max_points: usize,
+    series: BTreeMap<(&'static str, String), VecDeque<(Ms, Value)>>,
+}
+
+impl History {
+    fn new(keep_ms: Ms, max_points: usize) -> History {
+        History { keep_ms, max_points, series: BTreeMap::new() }
+    }
+
+    /// Adds the rows changed at clock `now`; a row without its own `ts` is stamped with `now`.
+    fn add(&mut self, now: Ms, rows: Vec<HistoryRow>) {
+        for (measurement, key, mut row) in rows {
+            let ts = match row.get("ts").and_then(Value::as_u64) {
+                Some(ts) => ts,
+                None => {
+                    if let Some(obj) = row.as_object_mut() {
+                        obj.insert("ts".into(), now.into());
+                    }
+                    now
+                }
+            };
+            let points = self.series.entry((measurement, key)).or_default();
+            match points.back_mut() {
+                Some(last) if last.0 == ts => *last = (ts, row),
+                Some(last) if last.0 > ts => {} // an older window arriving late: charts move on
+                _ => points.push_back((ts, row)),
+            }
+            while points.len() > self.max_points {
+                points.pop_front();
+            }
+        }
+        let horizon = now.saturating_sub(self.keep_ms);
+        self.series.retain(|_, points| {
+            while points.front().is_some_and(|(ts, _)| *ts < horizon) {
+                points.pop_front();
+            }
+            !points.is_empty()
+        });
+    }
+
+    /// Whether `measurement` is one the history keeps.
+    pub(super) fn knows(measurement: &str) -> bool {
+        HISTORY_MEASUREMENTS.contains(&measurement)
+    }
+
+    /// The points of `measurement` (of series `key`, or every series) at or after `since`, in
+    /// time order (series by key at equal times).
+    pub(super) fn query(&self, measurement: &str, key: Option<&str>, since: Ms) -> Vec<Value> {
+        let mut points: Vec<(Ms, &str, &Value)> = self
+            .series
+            .iter()
+            .filter(|((m, k), _)| *m == measurement && key.is_none_or(|want| want == k))
+            .flat_map(|((_, k), pts)| {
+                pts.iter().filter(|(ts, _)| *ts >= since).map(move |(ts, v)| (*ts, k.as_str(), v))
+            })
+            .collect();
+        points.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        points.into_iter().map(|(_, _, v)| v.clone()).collect()
+    }
+}
+
+/// The measurements `/api/history` serves.
+pub const HISTORY_MEASUREMENTS: [&str; 4] =
+    ["traffic_city", "traffic_district", "emergency_district", "grid_district"];
 
 /// How many removals (of each table: incidents, units, ranks, cases, …) are remembered for `/ws/live` updates.
 pub const TOMBSTONES: usize = 4096;
@@ -281,6 +380,43 @@ mod tests {
         let kpis = b.kpis(4);
         assert_eq!((kpis.clock, kpis.active_alerts, b.version()), (T0 + 3 * M5, 4, v2));
         assert!((kpis.congested_km - 0.3).abs() < 1e-9, "{kpis:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_history_keeps_six_hours_a_point_a_window_and_the_city_total() -> Result<(), CityError> {
+        use citybrain_dataflows::traffic::CityWin;
+        let city = Arc::new(CityModel::from_geojson_str(CITY)?);
+        let mut b = Board::new(city, Arc::new(Config::default()));
+        let city_win = |start: Ms, travel_us: i64| {
+            let sum =
+                DistSum { segments: 2, observed_mm: 700_000, congested_mm: 0, speed_mm: 700_000, travel_us };
+            (Out::City(CityWin { win: Win::M5, start }, sum), 1)
+        };
+        // 80 windows (6 h 40 min): the oldest 8 fall behind the 6 hours before the clock.
+        for k in 0..80 {
+            let start = T0 + k * M5;
+            b.apply(start + M5, &[dist(start, 0, 60_000_000), city_win(start, 60_000_000)]);
+        }
+        // A corrected last window replaces its point; a late older one adds none.
+        let last = T0 + 79 * M5;
+        b.apply(last + M5, &[dist(last, 300_000, 200_000_000)]);
+        b.apply(last + M5, &[dist(last - 30 * M5, 1, 1)]);
+        let points = b.history.query("traffic_district", Some("d1"), 0);
+        assert_eq!(points.len(), 72, "the windows of the 6 hours before the clock");
+        assert_eq!(points[0]["ts"].as_u64(), Some(T0 + 8 * M5));
+        assert_eq!(points[71]["ts"].as_u64(), Some(last));
+        assert!((points[71]["congested_km"].as_f64().unwrap_or(0.0) - 0.3).abs() < 1e-9, "{}", points[71]);
+        let city_points = b.history.query("traffic_city", None, last - 2 * M5);
+        assert_eq!(city_points.len(), 3);
+        assert_eq!((city_points[2]["tpi"].as_f64(), city_points[2]["level"].as_u64()), (Some(0.0), Some(1)));
+        assert!(b.history.query("traffic_district", Some("nope"), 0).is_empty());
+        // The city's index is a KPI and a /ws/live part.
+        let kpis = b.kpis(0);
+        assert_eq!((kpis.city_tpi, kpis.city_level), (Some(0.0), Some(1)));
+        let mut msg = Map::new();
+        b.live(None, &mut msg);
+        assert_eq!(msg["city"]["ts"].as_u64(), Some(last));
         Ok(())
     }
 }

@@ -56,7 +56,7 @@
 //! checks read the board, which lags the published events by a round: a second confirmation
 //! within that round is published too (the dataflow counts an identical one as a duplicate).
 
-use super::board::{ReadModel, Table};
+use super::board::{HistoryRow, ReadModel, Table};
 use super::{ApiError, AppState, Authed};
 use crate::hub::Scope;
 use axum::Json;
@@ -194,6 +194,15 @@ impl ReadModel for EmergencyBoard {
         let ranks: Vec<Value> =
             self.dispatch.removed(since).map(|(i, r)| json!({"incident": i, "rank": r})).collect();
         msg.insert("emergency_dispatch_removed".into(), json!(ranks));
+    }
+
+    fn history(&self, version: u64, out: &mut Vec<HistoryRow>) {
+        for (snap, at) in self.districts.values() {
+            if *at == version {
+                let row = self.district_row(snap);
+                out.push(("emergency_district", row.district.clone(), json!(row)));
+            }
+        }
     }
 }
 

@@ -30,7 +30,7 @@
 //! the officer's cells or a step that is not theirs; 404 for a case the board does not hold; 409
 //! for a step the lifecycle does not allow from the case's current status.
 
-use super::board::{ReadModel, Table};
+use super::board::{HistoryRow, ReadModel, Table};
 use super::{ApiError, AppState, Authed};
 use crate::auth::Role;
 use crate::hub::Scope;
@@ -144,6 +144,15 @@ impl ReadModel for GridBoard {
         msg.insert("grid_cases".into(), json!(cases));
         msg.insert("grid_sensors".into(), json!(sensors));
         msg.insert("grid_cases_removed".into(), json!(self.cases.removed(since).collect::<Vec<_>>()));
+    }
+
+    fn history(&self, version: u64, out: &mut Vec<HistoryRow>) {
+        for (snap, at) in self.districts.values() {
+            if *at == version {
+                let row = self.district_row(snap);
+                out.push(("grid_district", row.district.clone(), json!(row)));
+            }
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/api/openapi.json` | none | — |
 //! | `POST /api/health/contact-check` (rate limited per client) | none | — |
+//! | `GET /`, `/officer`, `/assets/…` (the dashboards' pages) | none (the pages ask for one) | — |
 //! | `GET /api/city` | bearer | ops, officer |
 //! | `GET /api/traffic/segments`, `/api/traffic/districts` | bearer | ops |
 //! | `GET /api/emergency/incidents`, `/api/emergency/units`, `/api/emergency/dispatch` | bearer | ops; officer (own cells) |
@@ -16,7 +17,7 @@
 //! | `POST /api/grid/cases/{id}/status` | bearer | ops; officer (own cells, their steps) |
 //! | `GET /api/health/contacts` | bearer | ops; officer (own cells) |
 //! | `GET /api/alerts`, `POST /api/alerts/{id}/ack`, `GET /ws/alerts` | bearer | ops; officer (own cells) |
-//! | `GET /ws/live` | bearer | ops |
+//! | `GET /ws/live`, `GET /api/history` | bearer | ops |
 //! | `POST /api/ingest/{topic…}` | bearer | ingest, ops |
 //!
 //! A missing or unknown token gets 401, a token outside its scope 403 (an officer asking for
@@ -42,9 +43,11 @@
 //! | [`grid`] | the grid read model (cases, sensors, cells, districts) and `/api/grid/*` |
 //! | [`health`] | the health read model (contacts, by pseudonym) and `/api/health/*`, the public self-check with its rate limiter |
 //! | [`alerts`] | `/api/alerts` (active set, stored history) and `/api/alerts/{id}/ack` |
+//! | [`history`] | `/api/history`: recent district and city indicators for charts |
 //! | [`ws`] | the `/ws/alerts` and `/ws/live` loops |
 //! | [`ingest`] | `POST /api/ingest/{topic…}` |
 //! | [`city`] | `/api/city` |
+//! | [`pages`] | `/`, `/officer` and `/assets/…`: the dashboards, embedded from `dashboards/web/` |
 //! | [`probes`] | `/healthz`, `/readyz`, `/metrics` |
 //! | [`auth`] | [`Authed`]: the caller behind a request's token, and role checks (the tokens themselves are [`crate::auth`]'s) |
 //! | [`error`] | [`ApiError`]: every failure's status and body |
@@ -75,8 +78,10 @@ pub mod emergency;
 pub mod error;
 pub mod grid;
 pub mod health;
+pub mod history;
 pub mod ingest;
 pub mod openapi;
+pub mod pages;
 pub mod probes;
 pub mod traffic;
 pub mod ws;
@@ -203,12 +208,14 @@ pub fn app(state: AppState) -> Router {
         .merge(grid::routes())
         .merge(health::routes())
         .merge(alerts::routes())
+        .merge(history::routes())
         .merge(ws::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .merge(ingest::routes(ingest_limit))
         .split_for_parts();
     let router = router
         .route("/api/openapi.json", openapi::route(api))
+        .merge(pages::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state);
     match cors {

@@ -8,7 +8,7 @@
 //! changed — so `/ws/live` sends a district when its window moves on and a segment only when its
 //! level does.
 
-use super::board::ReadModel;
+use super::board::{HistoryRow, ReadModel};
 use super::{ApiError, AppState, Authed};
 use axum::Json;
 use axum::extract::State;
@@ -31,6 +31,8 @@ pub struct TrafficBoard {
     segments: HashMap<Idx, SegmentEntry>,
     /// By district: window start, sums, and the board version of the last change.
     districts: HashMap<Idx, (Ms, DistSum, u64)>,
+    /// The whole city (`traffic_city`): window start, sums, the board version of the last change.
+    city_total: Option<(Ms, DistSum, u64)>,
 }
 
 struct SegmentEntry {
@@ -71,6 +73,12 @@ impl ReadModel for TrafficBoard {
                         changed = true;
                     }
                 }
+                Out::City(w, sum)
+                    if *diff > 0 && self.city_total.is_none_or(|(start, _, _)| w.start >= start) =>
+                {
+                    self.city_total = Some((w.start, *sum, v));
+                    changed = true;
+                }
                 _ => {}
             }
         }
@@ -80,13 +88,50 @@ impl ReadModel for TrafficBoard {
     fn live(&self, since: Option<u64>, msg: &mut Map<String, Value>) {
         msg.insert("districts".into(), json!(self.districts(since)));
         msg.insert("segments".into(), json!(self.segments(since)));
+        let city = self.city_total.filter(|(_, _, at)| since.is_none_or(|s| *at > s));
+        msg.insert("city".into(), json!(city.map(|(start, sum, _)| self.city_row(start, &sum))));
+    }
+
+    fn history(&self, version: u64, out: &mut Vec<HistoryRow>) {
+        for (i, (start, sum, at)) in &self.districts {
+            if *at == version {
+                let row = self.district_row(*i, *start, sum);
+                out.push(("traffic_district", row.district.clone(), json!(row)));
+            }
+        }
+        if let Some((start, sum, at)) = self.city_total
+            && at == version
+        {
+            out.push(("traffic_city", "city".into(), json!(self.city_row(start, &sum))));
+        }
     }
 }
 
 impl TrafficBoard {
     /// An empty read model for `city`, with the congestion thresholds of `cfg`.
     pub fn new(city: Arc<CityModel>, cfg: Arc<Config>) -> TrafficBoard {
-        TrafficBoard { city, cfg, segments: HashMap::new(), districts: HashMap::new() }
+        TrafficBoard { city, cfg, segments: HashMap::new(), districts: HashMap::new(), city_total: None }
+    }
+
+    /// The row of `traffic_city`.
+    fn city_row(&self, start: Ms, sum: &DistSum) -> CityRow {
+        let tpi = sum.tpi(&self.cfg.traffic);
+        CityRow {
+            window: "5m",
+            ts: start,
+            tpi,
+            level: tpi_level(tpi),
+            speed_kmh: sum.speed_kmh(),
+            congested_km: sum.congested_km(),
+        }
+    }
+
+    /// The city's latest traffic index and level (`traffic_city`), if a window closed yet.
+    pub(super) fn city_index(&self) -> Option<(f64, u8)> {
+        self.city_total.map(|(_, sum, _)| {
+            let tpi = sum.tpi(&self.cfg.traffic);
+            (tpi, tpi_level(tpi))
+        })
     }
 
     fn segment_row(&self, i: Idx, e: &SegmentEntry) -> SegmentRow {
@@ -200,6 +245,24 @@ pub struct DistrictRow {
     /// Level 1–5 of the index.
     pub level: u8,
     /// Length-weighted mean speed, km/h.
+    pub speed_kmh: Option<f64>,
+    /// Congested road length, km.
+    pub congested_km: f64,
+}
+
+/// The whole city's latest traffic window (`traffic_city`): on `/ws/live` (`city`) and in
+/// `/api/history`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CityRow {
+    /// Always `5m`.
+    pub window: &'static str,
+    /// Window start, epoch ms.
+    pub ts: Ms,
+    /// Traffic performance index 0–10 over every district's road length.
+    pub tpi: f64,
+    /// Level 1–5 of the index.
+    pub level: u8,
+    /// Space-mean speed, km/h.
     pub speed_kmh: Option<f64>,
     /// Congested road length, km.
     pub congested_km: f64,

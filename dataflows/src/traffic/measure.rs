@@ -1,5 +1,5 @@
-//! The traffic measurements (CONTRACT §6) as rows: `traffic_detector`, `traffic_segment` and
-//! `traffic_district`, each stamped with its window start. Only new values are written (a
+//! The traffic measurements (CONTRACT §6) as rows: `traffic_detector`, `traffic_segment`,
+//! `traffic_district` and `traffic_city`, each stamped with its window start. Only new values are written (a
 //! window's retraction writes nothing; a corrected window is written again).
 
 use crate::city::CityModel;
@@ -40,23 +40,22 @@ pub fn rows(out: &Out, city: &CityModel, cfg: &Config, w: &mut impl RowSink) -> 
             w.int("level", level(sum, seg.road_class, &cfg.traffic) as i64);
             w.end(win.start);
         }
-        Out::District(win, sum) => district_row(win.district, win.win, win.start, sum, city, cfg, w),
+        Out::District(win, sum) => {
+            w.measurement("traffic_district");
+            w.tag("district", &city.districts[win.district as usize].id);
+            area_fields(win.win, win.start, sum, cfg, w);
+        }
+        Out::City(win, sum) => {
+            w.measurement("traffic_city");
+            area_fields(win.win, win.start, sum, cfg, w);
+        }
         _ => return false,
     }
     true
 }
 
-fn district_row(
-    d: u32,
-    win: Win,
-    start: Ms,
-    sum: &DistSum,
-    city: &CityModel,
-    cfg: &Config,
-    w: &mut impl RowSink,
-) {
-    w.measurement("traffic_district");
-    w.tag("district", &city.districts[d as usize].id);
+/// The window tag and fields of an area (a district or the city), then the row's end.
+fn area_fields(win: Win, start: Ms, sum: &DistSum, cfg: &Config, w: &mut impl RowSink) {
     w.tag("window", win.tag());
     let tpi = sum.tpi(&cfg.traffic);
     w.float("tpi", Some(tpi));

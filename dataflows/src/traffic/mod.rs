@@ -169,6 +169,15 @@ pub struct DistWin {
     pub district: Idx,
 }
 
+/// The whole city's window: the key of `traffic_city` (the sum of the districts' windows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CityWin {
+    /// Window length.
+    pub win: Win,
+    /// Window start, epoch ms.
+    pub start: Ms,
+}
+
 /// Exact sums of detector intervals (the difference type of detector and segment windows).
 ///
 /// Fixed point: occupancy in millionths, speed in thousandths of a km/h.
@@ -363,6 +372,8 @@ pub struct TrafficOutputs<'s> {
     pub segments: VecCollection<'s, Ms, (SegWin, FlowSum)>,
     /// District window totals (5 minutes).
     pub districts: VecCollection<'s, Ms, (DistWin, DistSum)>,
+    /// City window totals (5 minutes): every district's sum, so a corrected district corrects it.
+    pub city: VecCollection<'s, Ms, (CityWin, DistSum)>,
     /// Active traffic alerts (a set: present while active).
     pub alerts: VecCollection<'s, Ms, AlertKey>,
 }
@@ -394,6 +405,12 @@ pub fn dataflow<'s>(
         Some((key, DistSum::of_segment(&sum, seg.length_m, lvl, &f.traffic)))
     }));
 
+    let city_totals = totals(
+        districts
+            .clone()
+            .explode(|(w, sum): (DistWin, DistSum)| Some((CityWin { win: w.win, start: w.start }, sum))),
+    );
+
     let incidents = incident_alerts(detectors.clone(), windows, &city, &cfg);
     let congestion = congestion_alerts(districts.clone(), &cfg);
     let offline = offline_alerts(alive, seen);
@@ -401,7 +418,7 @@ pub fn dataflow<'s>(
 
     (
         TrafficInputs { windows: windows_in, alive: alive_in, seen: seen_in },
-        TrafficOutputs { detectors, segments, districts, alerts },
+        TrafficOutputs { detectors, segments, districts, city: city_totals, alerts },
     )
 }
 

@@ -649,7 +649,8 @@ mod browser {
     }
 
     impl Browser {
-        /// Starts chromedriver and a headless Chromium session of `width`×`height`.
+        /// Starts chromedriver and a headless Chromium session with a viewport of
+        /// `width`×`height` (a phone's is emulated: a desktop window has a minimum width).
         async fn start(width: u32, height: u32) -> Browser {
             let exe = ["chromedriver", "/usr/bin/chromedriver"]
                 .into_iter()
@@ -669,12 +670,17 @@ mod browser {
                 .into_iter()
                 .find(|p| Path::new(p).exists())
                 .expect("chromium not found");
+            let mut chrome = json!({"binary": binary, "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-dev-shm-usage", format!("--window-size={width},{height}")]});
+            if width < 600 {
+                chrome["mobileEmulation"] =
+                    json!({"deviceMetrics": {"width": width, "height": height, "pixelRatio": 2.0}});
+            }
             let caps = json!({"capabilities": {"alwaysMatch": {
                 "browserName": "chrome",
                 "goog:loggingPrefs": {"browser": "ALL"},
-                "goog:chromeOptions": {"binary": binary, "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--disable-dev-shm-usage", format!("--window-size={width},{height}")]}
+                "goog:chromeOptions": chrome,
             }}});
             let v = b.call("POST", "/session", Some(caps)).await;
             let id = v["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_string();
@@ -1089,6 +1095,7 @@ mod browser {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         // Phone width: nothing wider than the screen.
+        assert_eq!(browser.js("return window.innerWidth", json!([])).await, 375);
         let width = browser.js("return document.documentElement.scrollWidth", json!([])).await;
         assert!(width.as_u64().unwrap() <= 375, "the page is {width} px wide at 375");
         browser.screenshot("officer").await;

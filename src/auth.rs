@@ -65,6 +65,8 @@ pub struct Caller {
     pub role: Role,
     /// For an officer: their cells.
     pub cells: Arc<BTreeSet<String>>,
+    /// For an officer: their id (as the city model's cells name them).
+    pub officer: Option<String>,
 }
 
 impl Caller {
@@ -150,7 +152,8 @@ impl Tokens {
             };
             let name =
                 e.name.clone().or_else(|| e.officer.clone()).unwrap_or_else(|| e.role.as_str().to_string());
-            let caller = Arc::new(Caller { name, role: e.role, cells: Arc::new(cells) });
+            let caller =
+                Arc::new(Caller { name, role: e.role, cells: Arc::new(cells), officer: e.officer.clone() });
             if by_hash.insert(h, caller).is_some() {
                 return Err(TokenError::Duplicate(i));
             }

@@ -274,10 +274,24 @@ async fn protected_routes_answer_401_and_403_and_public_ones_200() {
         (200, json!([]))
     );
     assert_eq!(call("GET", port, "/api/history?measurement=grid_cell", Some(&k.ops), None).await.0, 400);
+    // Who am I: an officer's id and cells, the clock and the city's time zone.
+    let (st, me) = call("GET", port, "/api/session", Some(&k.officer), None).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        (me["role"].as_str(), me["city_tz"].as_str(), me["clock"].as_u64()),
+        (Some("officer"), Some("Asia/Shanghai"), Some(0))
+    );
+    assert!(me["officer"].is_string() && me["cells"].is_array(), "{me}");
+    let (_, ops) = call("GET", port, "/api/session", Some(&k.ops), None).await;
+    assert_eq!(
+        (ops["role"].as_str(), &ops["cells"], &ops["officer"]),
+        (Some("ops"), &Value::Null, &Value::Null)
+    );
     // The citizen's self-check needs no token (an empty body: 400, not 401).
     assert_eq!(call("POST", port, "/api/health/contact-check", None, None).await.0, 400);
     // (method, path, roles allowed besides ops)
-    let routes: [(&str, &str, &[&str]); 10] = [
+    let routes: [(&str, &str, &[&str]); 11] = [
+        ("GET", "/api/session", &["officer", "ingest"]),
         ("GET", "/api/city", &["officer"]),
         ("GET", "/api/traffic/segments", &[]),
         ("GET", "/api/traffic/districts", &[]),

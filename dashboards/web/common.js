@@ -19,8 +19,8 @@ const CB = (() => {
 
   const TOKEN_KEY = 'citybrain.token';
   const LANG_KEY = 'citybrain.lang';
-  /** The city's time zone. The service has it (`time.city_tz`) but does not serve it. */
-  const CITY_TZ = 'Asia/Shanghai';
+  /** The city's time zone (`time.city_tz`): this default until `/api/session` says. */
+  let cityTz = 'Asia/Shanghai';
   const BACKOFF_FIRST_MS = 500;
   const BACKOFF_MAX_MS = 5000;
   const FONT = '"PingFang SC", "Microsoft YaHei", "Noto Sans CJK SC", "Noto Sans SC", sans-serif';
@@ -235,8 +235,21 @@ const CB = (() => {
   const fmtCache = new Map();
   function dtf(opts) {
     const key = lang + JSON.stringify(opts);
-    if (!fmtCache.has(key)) fmtCache.set(key, new Intl.DateTimeFormat(lang, { timeZone: CITY_TZ, hourCycle: 'h23', ...opts }));
+    if (!fmtCache.has(key)) fmtCache.set(key, new Intl.DateTimeFormat(lang, { timeZone: cityTz, hourCycle: 'h23', ...opts }));
     return fmtCache.get(key);
+  }
+
+  /**
+   * `GET /api/session`: who the caller is, the city clock and the city's time zone (which the
+   * formatting here follows from then on).
+   */
+  async function session() {
+    const s = await api('/api/session');
+    if (s.city_tz && s.city_tz !== cityTz) {
+      cityTz = s.city_tz;
+      fmtCache.clear();
+    }
+    return s;
   }
 
   /** `HH:MM` or `HH:MM:SS` of an event time (epoch ms) in the city's time zone. */
@@ -869,7 +882,7 @@ const CB = (() => {
   // ───────────────────────────── exports ─────────────────────────────
 
   return {
-    CITY_TZ, FONT, COLORS, ROAD_WIDTH, riskColor,
+    cityTz: () => cityTz, session, FONT, COLORS, ROAD_WIDTH, riskColor,
     t, label, applyI18n, setupLangButton, onLangChange: (f) => langListeners.push(f), lang: () => lang,
     fmtTime, fmtDateTime, fmtClock, fmtDuration, fmtNum, esc,
     takeTokenFromUrl, token, api, ApiError, LiveSocket, setConn, probeToken, signIn,

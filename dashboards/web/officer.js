@@ -27,7 +27,7 @@
   const OPEN = new Set(['reported', 'assigned', 'in_progress', 'reopened']);
   const LIGHT_ORDER = { red: 0, amber: 1, green: 2 };
 
-  const S = { cells: [], cases: [], sensors: [], incidents: [], me: null };
+  const S = { cells: [], cases: [], sensors: [], incidents: [], me: null, clock: 0 };
   /** Steps sent and not yet seen in a read: case → {status, at (wall ms), error}. */
   const sent = new Map();
   let gotCity = false, gotPoll = false, gotAlerts = false;
@@ -35,11 +35,11 @@
   // ───────────────────────────── clock ─────────────────────────────
 
   /**
-   * The city clock as the officer's reads show it: the newest event time among them (sensor
-   * readings arrive every minute). The service's clock itself is only on /ws/live (ops).
+   * The city clock: the service's (from `/api/session`, read with every poll), or a newer event
+   * time among the officer's reads.
    */
   function clock() {
-    let m = feed.latestTs();
+    let m = Math.max(feed.latestTs(), S.clock || 0);
     for (const s of S.sensors) m = Math.max(m, s.ts || 0);
     for (const c of S.cases) m = Math.max(m, c.updated_ts || 0);
     for (const i of S.incidents) m = Math.max(m, i.reported_ts || 0, i.on_scene_ts || 0, i.closed_ts || 0);
@@ -68,20 +68,19 @@
     clearTimeout(pollTimer);
     const reads = await Promise.allSettled([
       CB.api('/api/grid/cells'), CB.api('/api/grid/cases'), CB.api('/api/grid/sensors'), CB.api('/api/emergency/incidents'),
+      CB.session(),
     ]);
     polling = false;
     if (!running) return;
-    const [cells, cases, sensors, incidents] = reads.map((r) => (r.status === 'fulfilled' ? r.value : null));
+    const [cells, cases, sensors, incidents, session] = reads.map((r) => (r.status === 'fulfilled' ? r.value : null));
+    if (session) {
+      S.clock = session.clock;
+      S.me = session.officer || null;
+    }
     if (cells) S.cells = cells;
     if (cases) S.cases = cases;
     if (sensors) S.sensors = sensors;
     if (incidents) S.incidents = incidents;
-    if (cells) {
-      // Who am I: the officer named on every one of my cells (the API has no "me" route).
-      const sets = cells.map((c) => new Set(c.officers || []));
-      const common = sets.length ? [...sets[0]].filter((o) => sets.every((s) => s.has(o))) : [];
-      S.me = common.length === 1 ? common[0] : null;
-    }
     if (cells && !gotPoll) {
       gotPoll = true;
       drawMap();

@@ -642,7 +642,7 @@
     $('forbidden').hidden = true;
     try {
       // An officer's token reads the city but not /api/history: ask first, so no websocket is refused.
-      await Promise.all([gotCity ? null : CB.loadCity(), CB.api(PROBE)]);
+      await Promise.all([gotCity ? null : CB.loadCity(), CB.api(PROBE), CB.session()]);
     } catch (e) {
       if (e.status === 401) return; // the sign-in form is back
       if (e.status === 403) return showForbidden();

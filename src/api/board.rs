@@ -55,11 +55,14 @@ pub struct Board {
     pub(super) history: History,
     version: u64,
     clock: Ms,
+    /// The city's time zone (`time.city_tz`), for `/api/session`.
+    city_tz: String,
 }
 
 impl Board {
     /// An empty board for `city`.
     pub fn new(city: Arc<CityModel>, cfg: Arc<Config>) -> Board {
+        let city_tz = cfg.time.city_tz.clone();
         Board {
             traffic: TrafficBoard::new(city.clone(), cfg.clone()),
             emergency: EmergencyBoard::new(city.clone(), cfg),
@@ -68,6 +71,7 @@ impl Board {
             history: History::new(HISTORY_MS, HISTORY_POINTS),
             version: 0,
             clock: 0,
+            city_tz,
         }
     }
 
@@ -99,6 +103,16 @@ impl Board {
             self.history.add(self.clock, rows);
         }
         self.version
+    }
+
+    /// The latest event time applied, epoch ms (0 before any).
+    pub fn clock(&self) -> Ms {
+        self.clock
+    }
+
+    /// The city's time zone (IANA name).
+    pub fn city_tz(&self) -> &str {
+        &self.city_tz
     }
 
     /// The current version: bumped by every [`Board::apply`] that changed something.

@@ -18,6 +18,7 @@
 //! | `GET /api/health/contacts` | bearer | ops; officer (own cells) |
 //! | `GET /api/alerts`, `POST /api/alerts/{id}/ack`, `GET /ws/alerts` | bearer | ops; officer (own cells) |
 //! | `GET /ws/live`, `GET /api/history` | bearer | ops |
+//! | `GET /api/session` | bearer | any |
 //! | `POST /api/ingest/{topic…}` | bearer | ingest, ops |
 //!
 //! A missing or unknown token gets 401, a token outside its scope 403 (an officer asking for
@@ -44,6 +45,7 @@
 //! | [`health`] | the health read model (contacts, by pseudonym) and `/api/health/*`, the public self-check with its rate limiter |
 //! | [`alerts`] | `/api/alerts` (active set, stored history) and `/api/alerts/{id}/ack` |
 //! | [`history`] | `/api/history`: recent district and city indicators for charts |
+//! | [`session`] | `/api/session`: the caller, the city clock and time zone |
 //! | [`ws`] | the `/ws/alerts` and `/ws/live` loops |
 //! | [`ingest`] | `POST /api/ingest/{topic…}` |
 //! | [`city`] | `/api/city` |
@@ -83,6 +85,7 @@ pub mod ingest;
 pub mod openapi;
 pub mod pages;
 pub mod probes;
+pub mod session;
 pub mod traffic;
 pub mod ws;
 
@@ -209,6 +212,7 @@ pub fn app(state: AppState) -> Router {
         .merge(health::routes())
         .merge(alerts::routes())
         .merge(history::routes())
+        .merge(session::routes())
         .merge(ws::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .merge(ingest::routes(ingest_limit))

@@ -114,9 +114,9 @@ impl TrafficBoard {
     }
 
     /// The row of `traffic_city`.
-    fn city_row(&self, start: Ms, sum: &DistSum) -> CityRow {
+    fn city_row(&self, start: Ms, sum: &DistSum) -> AreaWindow {
         let tpi = sum.tpi(&self.cfg.traffic);
-        CityRow {
+        AreaWindow {
             window: "5m",
             ts: start,
             tpi,
@@ -152,16 +152,10 @@ impl TrafficBoard {
     }
 
     fn district_row(&self, i: Idx, start: Ms, sum: &DistSum) -> DistrictRow {
-        let tpi = sum.tpi(&self.cfg.traffic);
         DistrictRow {
             district: self.city.districts[i as usize].id.clone(),
             name: self.city.districts[i as usize].name.clone(),
-            window: "5m",
-            ts: start,
-            tpi,
-            level: tpi_level(tpi),
-            speed_kmh: sum.speed_kmh(),
-            congested_km: sum.congested_km(),
+            window: self.city_row(start, sum),
         }
     }
 
@@ -236,29 +230,20 @@ pub struct DistrictRow {
     pub district: String,
     /// District name.
     pub name: String,
-    /// Window length.
-    pub window: &'static str,
-    /// Window start, epoch ms.
-    pub ts: Ms,
-    /// Traffic performance index, 0–10.
-    pub tpi: f64,
-    /// Level 1–5 of the index.
-    pub level: u8,
-    /// Length-weighted mean speed, km/h.
-    pub speed_kmh: Option<f64>,
-    /// Congested road length, km.
-    pub congested_km: f64,
+    /// Its latest window's figures.
+    #[serde(flatten)]
+    pub window: AreaWindow,
 }
 
-/// The whole city's latest traffic window (`traffic_city`): on `/ws/live` (`city`) and in
-/// `/api/history`.
+/// An area's latest 5-minute traffic window: a district's (in [`DistrictRow`]) or the whole
+/// city's (`traffic_city`: on `/ws/live` as `city`, and in `/api/history`).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CityRow {
+pub struct AreaWindow {
     /// Always `5m`.
     pub window: &'static str,
     /// Window start, epoch ms.
     pub ts: Ms,
-    /// Traffic performance index 0–10 over every district's road length.
+    /// Traffic performance index 0–10 over the area's observed road length.
     pub tpi: f64,
     /// Level 1–5 of the index.
     pub level: u8,

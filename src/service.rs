@@ -107,11 +107,28 @@ struct DemoTokens {
 }
 
 impl DemoTokens {
-    /// An ops token and a token for the first officer (by id) the city model names.
-    fn new(city: &CityModel) -> DemoTokens {
+    /// The tokens of an earlier demo in `data_dir` (`tokens.env`), so a restart keeps the pages
+    /// and links signed in, when they are for this city's officer; otherwise new ones: an ops
+    /// token and a token for the first officer (by id) the city model names.
+    fn load_or_new(data_dir: &std::path::Path, city: &CityModel) -> DemoTokens {
         let officer_id =
             city.officers().map(|(o, _)| o.to_string()).min().unwrap_or_else(|| "officer-1".into());
-        DemoTokens { ops: crate::auth::generate(), officer_id, officer: crate::auth::generate() }
+        let earlier = std::fs::read_to_string(data_dir.join("tokens.env")).ok().and_then(|text| {
+            let get = |key: &str| {
+                text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).map(str::to_string)
+            };
+            let token = |t: String| t.starts_with("cb_").then_some(t);
+            Some(DemoTokens {
+                ops: get("CITYBRAIN_OPS_TOKEN").and_then(token)?,
+                officer: get("CITYBRAIN_OFFICER_TOKEN").and_then(token)?,
+                officer_id: get("CITYBRAIN_OFFICER_ID").filter(|o| *o == officer_id)?,
+            })
+        });
+        earlier.unwrap_or_else(|| DemoTokens {
+            ops: crate::auth::generate(),
+            officer_id,
+            officer: crate::auth::generate(),
+        })
     }
 
     fn config(&self) -> [TokenConfig; 2] {
@@ -287,7 +304,7 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     let influx_metrics = influx.as_ref().map(InfluxSink::metrics);
 
     // Access control and the alert hub.
-    let demo_tokens = opts.demo.as_ref().map(|_| DemoTokens::new(&city));
+    let demo_tokens = opts.demo.as_ref().map(|_| DemoTokens::load_or_new(&data_dir, &city));
     let mut token_cfg = s.auth.tokens.clone();
     token_cfg.extend(demo_tokens.iter().flat_map(DemoTokens::config));
     let tokens = Arc::new(Tokens::new(&token_cfg, &city).context("config section [auth]")?);

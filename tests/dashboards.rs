@@ -758,6 +758,7 @@ mod browser {
     /// A running demo: its ports, data directory and tokens.
     struct Demo {
         child: Child,
+        dir: PathBuf,
         http: u16,
         mqtt: u16,
         ops: String,
@@ -765,9 +766,19 @@ mod browser {
     }
 
     impl Demo {
+        /// A demo in a fresh scratch directory, on free ports.
         async fn start(name: &str) -> Demo {
-            let dir = common::scratch(name);
-            let (mqtt, http) = (common::free_port(), common::free_port());
+            Demo::spawn(common::scratch(name), common::free_port(), common::free_port()).await
+        }
+
+        /// Stops the demo, keeping what a restart needs: its data directory and ports.
+        fn stop_for_restart(self) -> (PathBuf, u16, u16) {
+            let kept = (self.dir.clone(), self.http, self.mqtt);
+            self.stop();
+            kept
+        }
+
+        async fn spawn(dir: PathBuf, http: u16, mqtt: u16) -> Demo {
             let child = Command::new(env!("CARGO_BIN_EXE_citybrain"))
                 .args(["demo", "--duration", "120", "--speed", "60", "--mqtt-port", &mqtt.to_string()])
                 .args(["--http", &format!("127.0.0.1:{http}")])
@@ -784,23 +795,12 @@ mod browser {
                 assert!(Instant::now() < deadline, "the demo did not become ready");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let tokens = loop {
-                if let Ok(t) = std::fs::read_to_string(dir.join("tokens.env")) {
-                    break t;
-                }
-                assert!(Instant::now() < deadline, "no tokens.env");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            };
+            let tokens = std::fs::read_to_string(dir.join("tokens.env")).unwrap();
             let token = |key: &str| {
                 tokens.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).unwrap().to_string()
             };
-            Demo {
-                child,
-                http,
-                mqtt,
-                ops: token("CITYBRAIN_OPS_TOKEN"),
-                officer: token("CITYBRAIN_OFFICER_TOKEN"),
-            }
+            let (ops, officer) = (token("CITYBRAIN_OPS_TOKEN"), token("CITYBRAIN_OFFICER_TOKEN"));
+            Demo { child, dir, http, mqtt, ops, officer }
         }
 
         fn url(&self, path: &str) -> String {

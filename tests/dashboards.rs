@@ -1004,17 +1004,29 @@ mod browser {
         browser.screenshot("ops").await;
         no_console_errors(&browser.console().await, "/");
 
-        // The service stops: the page says so (and would reconnect when it is back).
-        demo.stop();
-        browser
-            .until(
-                "the connection shows closed",
-                10,
-                "return document.querySelector('#conn').dataset.state === 'closed'",
-                json!([]),
-            )
-            .await;
+        // The service restarts: the page says it lost the connection, then reconnects by itself
+        // (the demo keeps its tokens) and shows what happens next without a reload.
+        let (http, ops) = (demo.http, demo.ops.clone());
+        let (dir, _, mqtt) = demo.stop_for_restart();
+        let conn =
+            |state: &str| format!("return document.querySelector('#conn').dataset.state === '{state}'");
+        browser.until("the connection shows closed", 10, &conn("closed"), json!([])).await;
+        let demo = Demo::spawn(dir, http, mqtt).await;
+        assert_eq!(demo.ops, ops, "a restarted demo keeps its tokens");
+        browser.until("the page reconnects", 15, &conn("open"), json!([])).await;
+        let clock = demo.clock().await;
+        let case = json!({"case": "browser-case-2", "ts": clock, "status": "assigned", "category": "garbage", "cell": cell});
+        let watch =
+            tokio::spawn(
+                async move { raised(http, &ops, |a| a["subject"]["case"] == "browser-case-2").await },
+            );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        demo.publish("city/grid/case/browser-case-2", case).await;
+        let (alert, _) = watch.await.unwrap();
+        browser.until("an alert after the restart", 5, shown, json!([alert["id"]])).await;
+        // (The console now holds the refused connections of the outage: the browser's own.)
         browser.quit().await;
+        demo.stop();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

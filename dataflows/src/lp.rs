@@ -83,6 +83,14 @@ pub struct LineProtocol<'a> {
 }
 
 impl<'a> LineProtocol<'a> {
+    /// Ends the row with a timestamp in nanoseconds.
+    pub fn end_ns(&mut self, ns: u128) {
+        self.out.push(' ');
+        self.out.push_str(itoa::Buffer::new().format(ns));
+        self.out.push('\n');
+        self.first = true;
+    }
+
     /// Appends rows to `out`.
     pub fn new(out: &'a mut String) -> Self {
         LineProtocol { out, first: true }
@@ -165,7 +173,8 @@ pub fn encode_batch(t: Ms, batch: &[(Out, isize)], city: &CityModel, cfg: &Confi
         + crate::grid::measure::rows(t, batch, city, &mut lp)
 }
 
-/// Appends the `alert` line of a transition, stamped `time` (the transition's event time).
+/// Appends the `alert` line of a transition, stamped `time` (the transition's event time) plus
+/// [`alert_offset_ns`] of its id.
 pub fn alert_line(alert: &Alert, time: Ms, buf: &mut String) {
     let mut w = LineProtocol::new(buf);
     w.measurement("alert");
@@ -178,7 +187,21 @@ pub fn alert_line(alert: &Alert, time: Ms, buf: &mut String) {
     w.string("district", alert.district.as_deref().unwrap_or(""));
     w.string("message", &alert.message);
     w.string("id", &alert.id);
-    w.end(time);
+    w.end_ns(time as u128 * 1_000_000 + alert_offset_ns(&alert.id) as u128);
+}
+
+/// The sub-millisecond part of an `alert` point's timestamp, 0–999,999 ns, from its id: the
+/// series of `alert` is (domain, rule, severity), so two different alerts of one rule raised at
+/// the same millisecond (two lanes at one window's end) would otherwise be one point in InfluxDB,
+/// the second overwriting the first. Fixed per id (the same bytes on every run and worker), and
+/// the event time to the millisecond is unchanged.
+pub fn alert_offset_ns(id: &str) -> u64 {
+    // FNV-1a, 64 bits: stable across runs, platforms and versions.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h % 1_000_000
 }
 
 #[cfg(test)]
@@ -206,5 +229,34 @@ mod tests {
         let mut s = String::new();
         quote_field(r#"say "hi"\"#, &mut s);
         assert_eq!(s, r#""say \"hi\"\\""#);
+    }
+
+    #[test]
+    fn alerts_of_one_rule_at_one_millisecond_are_distinct_points() {
+        let alert = |id: &str| Alert {
+            id: id.into(),
+            rule: "traffic.incident".into(),
+            severity: crate::alerts::Severity::Warning,
+            state: crate::alerts::AlertState::Raised,
+            domain: "traffic".into(),
+            subject: serde_json::json!({}),
+            cell: None,
+            district: None,
+            raised_ts: 1,
+            cleared_ts: None,
+            acked_by: None,
+            acked_ts: None,
+            message: String::new(),
+            ack_note: None,
+            escalated: false,
+        };
+        let (mut a, mut b) = (String::new(), String::new());
+        alert_line(&alert("traffic.incident:s1:0"), 1_767_225_600_000, &mut a);
+        alert_line(&alert("traffic.incident:s1:1"), 1_767_225_600_000, &mut b);
+        let ns = |line: &str| line.trim_end().rsplit_once(' ').map(|(_, t)| t.parse::<u128>().unwrap_or(0));
+        let (ta, tb) = (ns(&a).unwrap_or(0), ns(&b).unwrap_or(0));
+        assert_ne!(ta, tb);
+        assert_eq!((ta / 1_000_000, tb / 1_000_000), (1_767_225_600_000, 1_767_225_600_000));
+        assert_eq!(alert_offset_ns("traffic.incident:s1:0"), alert_offset_ns("traffic.incident:s1:0"));
     }
 }

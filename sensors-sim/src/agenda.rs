@@ -3,8 +3,64 @@
 //! time: a delayed or out-of-order delivery). Both are ordered by (time, sequence number), so
 //! a run is deterministic: equal times keep the order in which they were scheduled.
 
+use anyhow::{Result, ensure};
 use citybrain_dataflows::Ms;
 use std::collections::BTreeMap;
+
+/// A scenario simulator that runs beside the detectors (emergency, grid, health): it covers the
+/// traffic run's span and, interval by interval, yields the lines that arrive. What
+/// [`Scenario`](crate::Scenario) needs of each of them.
+pub trait Part {
+    /// Start of the run, epoch ms.
+    fn start_ms(&self) -> Ms;
+    /// End of the run (exclusive), epoch ms.
+    fn end_ms(&self) -> Ms;
+    /// The reporting interval of the run, ms.
+    fn interval_ms(&self) -> Ms;
+    /// Simulates up to `until` (exclusive) and returns the lines that arrive before it.
+    fn advance(&mut self, until: Ms) -> Result<Vec<String>>;
+}
+
+/// Checks that `part` (named `what`) covers a traffic run of `intervals` intervals from `start`.
+pub fn check_covers(part: &impl Part, start: Ms, intervals: u64, what: &str) -> Result<()> {
+    let end = start + intervals * part.interval_ms();
+    ensure!(
+        part.start_ms() == start && part.end_ms() == end,
+        "the {what} scenario does not cover the traffic run"
+    );
+    Ok(())
+}
+
+/// Advances `part` over the traffic interval starting at `ts`, appending its lines to `lines`
+/// and counting them in `count`.
+pub fn step(part: &mut impl Part, ts: Ms, lines: &mut Vec<String>, count: &mut u64) -> Result<()> {
+    let got = part.advance(ts + part.interval_ms())?;
+    *count += got.len() as u64;
+    lines.extend(got);
+    Ok(())
+}
+
+/// Implements [`Part`] for a simulator whose fields `start`, `end` and `interval` hold its span
+/// and whose inherent `advance` simulates.
+macro_rules! impl_part {
+    ($t:ty) => {
+        impl $crate::agenda::Part for $t {
+            fn start_ms(&self) -> citybrain_dataflows::Ms {
+                self.start
+            }
+            fn end_ms(&self) -> citybrain_dataflows::Ms {
+                self.end
+            }
+            fn interval_ms(&self) -> citybrain_dataflows::Ms {
+                self.interval
+            }
+            fn advance(&mut self, until: citybrain_dataflows::Ms) -> anyhow::Result<Vec<String>> {
+                <$t>::advance(self, until)
+            }
+        }
+    };
+}
+pub(crate) use impl_part;
 
 /// Scheduled actions and lines waiting for their arrival.
 #[derive(Debug)]

@@ -87,7 +87,7 @@
 //! dispatcher, one per mass-casualty incident), so the same seed and options always give the same
 //! bytes, and turning the scenario on or off changes no detector reading.
 
-use crate::agenda::Agenda;
+use crate::agenda::{Agenda, check_covers, step};
 use crate::feed::{Batch, FeedOptions, Simulator};
 use crate::grid::GridSim;
 use crate::health::HealthSim;
@@ -1051,21 +1051,6 @@ impl<'c> EmergencySim<'c> {
         self.incidents.len()
     }
 
-    /// Start of the run, epoch ms (rounded down to a multiple of the interval).
-    pub fn start_ms(&self) -> Ms {
-        self.start
-    }
-
-    /// End of the run (exclusive), epoch ms.
-    pub fn end_ms(&self) -> Ms {
-        self.end
-    }
-
-    /// The reporting interval of the run, ms.
-    pub fn interval_ms(&self) -> Ms {
-        self.interval
-    }
-
     /// Takes the traffic speed of every segment from one interval's detector readings (recording
     /// lines as [`Simulator`] writes them; other lines are ignored): the count-weighted mean
     /// speed of its lanes; with no vehicle counted, the speed limit (an empty road) or 5 km/h if
@@ -1467,11 +1452,7 @@ impl<'c> Scenario<'c> {
     /// Traffic and, if given, emergencies over the same run.
     pub fn new(traffic: Simulator<'c>, emergency: Option<EmergencySim<'c>>) -> Result<Self> {
         if let Some(e) = &emergency {
-            let end = traffic.start_ms() + traffic.interval_count() * e.interval_ms();
-            ensure!(
-                e.start_ms() == traffic.start_ms() && e.end_ms() == end,
-                "the emergency scenario does not cover the traffic run"
-            );
+            check_covers(e, traffic.start_ms(), traffic.interval_count(), "emergency")?;
         }
         Ok(Scenario {
             traffic,
@@ -1488,11 +1469,7 @@ impl<'c> Scenario<'c> {
     /// The same run with the grid scenario as well (replacing any earlier one); `grid` must cover
     /// the traffic run (the same [`FeedOptions`]).
     pub fn with_grid(mut self, grid: GridSim<'c>) -> Result<Self> {
-        let end = self.traffic.start_ms() + self.traffic.interval_count() * grid.interval_ms();
-        ensure!(
-            grid.start_ms() == self.traffic.start_ms() && grid.end_ms() == end,
-            "the grid scenario does not cover the traffic run"
-        );
+        check_covers(&grid, self.traffic.start_ms(), self.traffic.interval_count(), "grid")?;
         self.grid = Some(grid);
         Ok(self)
     }
@@ -1500,11 +1477,7 @@ impl<'c> Scenario<'c> {
     /// The same run with the public-health scenario as well (replacing any earlier one);
     /// `health` must cover the traffic run (the same [`FeedOptions`]).
     pub fn with_health(mut self, health: HealthSim) -> Result<Self> {
-        let end = self.traffic.start_ms() + self.traffic.interval_count() * health.interval_ms();
-        ensure!(
-            health.start_ms() == self.traffic.start_ms() && health.end_ms() == end,
-            "the health scenario does not cover the traffic run"
-        );
+        check_covers(&health, self.traffic.start_ms(), self.traffic.interval_count(), "health")?;
         self.health = Some(health);
         Ok(self)
     }
@@ -1576,33 +1549,22 @@ impl Iterator for Scenario<'_> {
             Err(e) => return Some(Err(e)),
         };
         self.readings += batch.lines.len() as u64;
-        if let Some(em) = &mut self.emergency {
-            em.observe_traffic(&batch.lines);
-            match em.advance(batch.ts + em.interval_ms()) {
-                Ok(lines) => {
-                    self.events += lines.len() as u64;
-                    batch.lines.extend(lines);
-                }
-                Err(e) => return Some(Err(e)),
+        let (ts, lines) = (batch.ts, &mut batch.lines);
+        let stepped = (|| {
+            if let Some(em) = &mut self.emergency {
+                em.observe_traffic(lines);
+                step(em, ts, lines, &mut self.events)?;
             }
-        }
-        if let Some(grid) = &mut self.grid {
-            match grid.advance(batch.ts + grid.interval_ms()) {
-                Ok(lines) => {
-                    self.grid_events += lines.len() as u64;
-                    batch.lines.extend(lines);
-                }
-                Err(e) => return Some(Err(e)),
+            if let Some(grid) = &mut self.grid {
+                step(grid, ts, lines, &mut self.grid_events)?;
             }
-        }
-        if let Some(health) = &mut self.health {
-            match health.advance(batch.ts + health.interval_ms()) {
-                Ok(lines) => {
-                    self.health_events += lines.len() as u64;
-                    batch.lines.extend(lines);
-                }
-                Err(e) => return Some(Err(e)),
+            if let Some(health) = &mut self.health {
+                step(health, ts, lines, &mut self.health_events)?;
             }
+            Ok::<(), anyhow::Error>(())
+        })();
+        if let Err(e) = stepped {
+            return Some(Err(e));
         }
         Some(Ok(batch))
     }
@@ -1621,6 +1583,8 @@ pub fn scenario_feed(
     }
     Ok(lines)
 }
+
+crate::agenda::impl_part!(EmergencySim<'_>);
 
 #[cfg(test)]
 mod tests {

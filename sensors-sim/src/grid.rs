@@ -752,21 +752,6 @@ impl<'c> GridSim<'c> {
         &self.opts
     }
 
-    /// Start of the run, epoch ms (rounded down to a multiple of the interval).
-    pub fn start_ms(&self) -> Ms {
-        self.start
-    }
-
-    /// End of the run (exclusive), epoch ms.
-    pub fn end_ms(&self) -> Ms {
-        self.end
-    }
-
-    /// The reporting interval of the run, ms.
-    pub fn interval_ms(&self) -> Ms {
-        self.interval
-    }
-
     /// Simulates up to `until` (exclusive; at most the end of the run) and returns the lines that
     /// arrive before it, in arrival order (so every one is stamped before `until`; an event
     /// stamped just before it whose delivery delay carries it past comes with the next call).
@@ -1042,6 +1027,8 @@ impl<'c> GridSim<'c> {
         Ok(())
     }
 }
+
+crate::agenda::impl_part!(GridSim<'_>);
 
 #[cfg(test)]
 mod tests {

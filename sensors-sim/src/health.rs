@@ -278,21 +278,6 @@ impl HealthSim {
         &self.opts
     }
 
-    /// Start of the run, epoch ms (rounded down to a multiple of the interval).
-    pub fn start_ms(&self) -> Ms {
-        self.start
-    }
-
-    /// End of the run (exclusive), epoch ms.
-    pub fn end_ms(&self) -> Ms {
-        self.end
-    }
-
-    /// The reporting interval of the run, ms.
-    pub fn interval_ms(&self) -> Ms {
-        self.interval
-    }
-
     /// Simulates up to `until` (exclusive; at most the end of the run) and returns the lines that
     /// arrive before it, in arrival order.
     pub fn advance(&mut self, until: Ms) -> Result<Vec<String>> {
@@ -468,6 +453,8 @@ fn iso_date(t: Ms) -> String {
     let d = local_date(t);
     format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..8])
 }
+
+crate::agenda::impl_part!(HealthSim);
 
 #[cfg(test)]
 mod tests {

@@ -50,6 +50,7 @@ pub mod health;
 pub mod publish;
 pub mod recording;
 
+pub use agenda::Part;
 pub use city::{CityOptions, generate_city, geojson_text};
 pub use emergency::{EmergencyOptions, EmergencySim, MassCasualtySpec, RoadNetwork, Scenario, scenario_feed};
 pub use feed::{

@@ -108,7 +108,8 @@ struct Line<'a> {
 impl DeadLetterStore {
     /// Opens the store in `dir` (created if missing), continuing after the files already there.
     /// A file is rotated at `max_file_bytes`; at most `max_files` files are kept (the oldest are
-    /// deleted). `pseudonyms` replaces personal ids; `prefix` is the topic prefix (`city/`).
+    /// deleted), and at most `max_files` personal files a day. `pseudonyms` replaces personal
+    /// ids; `prefix` is the topic prefix (`city/`).
     pub fn open(
         dir: &Path,
         max_file_bytes: u64,
@@ -117,7 +118,7 @@ impl DeadLetterStore {
         prefix: &str,
     ) -> Result<DeadLetterStore> {
         let file = RotatingFile::open(dir, "dead-letters", "jsonl", max_file_bytes, Some(max_files))?;
-        let personal = DailyFiles::open(dir, "personal", "jsonl", max_file_bytes)?;
+        let personal = DailyFiles::open(dir, "personal", "jsonl", max_file_bytes, Some(max_files))?;
         Ok(DeadLetterStore {
             file,
             personal,
@@ -202,9 +203,11 @@ impl DeadLetterStore {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        self.expire(now)?;
-        self.file.flush()?;
-        self.personal.flush()
+        let flushed = self.file.flush().and_then(|()| self.personal.flush());
+        if let Err(e) = self.expire(now) {
+            tracing::warn!(error = %format!("{e:#}"), "cannot delete personal dead letters past their retention; tried again in an hour");
+        }
+        flushed
     }
 
     /// Deletes the personal dead letters past their retention at wall-clock `now_ms` (checked

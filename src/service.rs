@@ -235,10 +235,10 @@ impl FileOutput {
     }
 
     fn personal_dir(&self) -> String {
-        self.file.dir().join("health").display().to_string()
+        self.personal.dir().display().to_string()
     }
 
-    /// Deletes the personal files of the days past the retention at city time `clock`.
+    /// Deletes the personal files of the days that ended at or before `before` (epoch ms).
     fn expire(&mut self, before: Ms) {
         match self.personal.expire(before) {
             Ok(0) => {}
@@ -268,12 +268,18 @@ pub async fn serve(opts: ServiceOptions) -> Result<ServiceReport> {
     let mut lp_files = FileOutput {
         name: "line_protocol",
         file: RotatingFile::open(&data_dir.join("lp"), "citybrain", "lp", 256 << 20, None)?,
-        personal: DailyFiles::open(&data_dir.join("lp").join("health"), "alerts", "lp", 64 << 20)?,
+        personal: DailyFiles::open(&data_dir.join("lp").join("health"), "alerts", "lp", 64 << 20, None)?,
     };
     let mut alert_file = FileOutput {
         name: "alerts_jsonl",
         file: RotatingFile::open(&data_dir.join("alerts"), "alerts", "jsonl", 64 << 20, None)?,
-        personal: DailyFiles::open(&data_dir.join("alerts").join("health"), "alerts", "jsonl", 64 << 20)?,
+        personal: DailyFiles::open(
+            &data_dir.join("alerts").join("health"),
+            "alerts",
+            "jsonl",
+            64 << 20,
+            None,
+        )?,
     };
     let health_retention = cfg.health.retention_ms();
     let pseudonyms = Pseudonymizer::new(s.pseudonym_key.clone());

@@ -262,19 +262,29 @@ pub struct DailyFiles {
     prefix: String,
     ext: String,
     max_bytes: u64,
+    /// At most this many files a day (the oldest are deleted); `None` keeps all.
+    max_files: Option<usize>,
     /// The open sets, by day number (days since the epoch, UTC).
     days: BTreeMap<i64, RotatingFile>,
 }
 
 impl DailyFiles {
-    /// Daily file sets in `dir` (created if missing); files rotate at `max_bytes`.
-    pub fn open(dir: &Path, prefix: &str, ext: &str, max_bytes: u64) -> Result<DailyFiles> {
+    /// Daily file sets in `dir` (created if missing); files rotate at `max_bytes`, and a day
+    /// keeps at most `max_files` of them (`None`: all, for what must never be lost).
+    pub fn open(
+        dir: &Path,
+        prefix: &str,
+        ext: &str,
+        max_bytes: u64,
+        max_files: Option<usize>,
+    ) -> Result<DailyFiles> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
         Ok(DailyFiles {
             dir: dir.to_path_buf(),
             prefix: prefix.into(),
             ext: ext.into(),
             max_bytes,
+            max_files,
             days: BTreeMap::new(),
         })
     }
@@ -296,7 +306,7 @@ impl DailyFiles {
         let day = Self::day(at);
         if !self.days.contains_key(&day) {
             let prefix = format!("{}-{}", self.prefix, Self::date(day));
-            let set = RotatingFile::open(&self.dir, &prefix, &self.ext, self.max_bytes, None)?;
+            let set = RotatingFile::open(&self.dir, &prefix, &self.ext, self.max_bytes, self.max_files)?;
             self.days.insert(day, set);
         }
         if let Some(set) = self.days.get_mut(&day) {
@@ -316,6 +326,11 @@ impl DailyFiles {
             }
         }
         first
+    }
+
+    /// The directory of the files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Bytes queued and not yet on disk, over every day.
@@ -541,7 +556,7 @@ mod tests {
         let dir = temp_dir("daily");
         let day = 86_400_000;
         let t0 = 1_767_225_600_000; // 2026-01-01T00:00Z
-        let mut f = DailyFiles::open(&dir, "alerts", "jsonl", 1 << 20).unwrap();
+        let mut f = DailyFiles::open(&dir, "alerts", "jsonl", 1 << 20, None).unwrap();
         f.write(t0 + 5, b"one\n").unwrap();
         f.write(t0 + day + 5, b"two\n").unwrap();
         f.flush().unwrap();
@@ -560,7 +575,7 @@ mod tests {
         assert_eq!(names(), ["alerts-20260102-000001.jsonl"]);
         // A later run finds and deletes what an earlier one left.
         drop(f);
-        let mut g = DailyFiles::open(&dir, "alerts", "jsonl", 1 << 20).unwrap();
+        let mut g = DailyFiles::open(&dir, "alerts", "jsonl", 1 << 20, None).unwrap();
         assert_eq!(g.expire(t0 + 2 * day).unwrap(), 1);
         assert!(names().is_empty());
         let _ = std::fs::remove_dir_all(&dir);

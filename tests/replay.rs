@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 const T0: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 const MIN: u64 = 60_000;
 
-/// A scratch directory per test.
+/// A scratch directory per test: `target/tmp/replay-{name}`, emptied at the start of each run.
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("citybrain-test-{}-{name}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("replay-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

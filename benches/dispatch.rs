@@ -72,16 +72,14 @@ const STATIONS_PER_KIND: usize = 12;
 /// Event time per round of the incident stream (a replay-sized block: about 60 events).
 const INCIDENT_ROUND: Ms = 60_000;
 
-/// SplitMix64: a fixed, dependency-free stream of random numbers.
-struct Rng(u64);
+mod common;
+
+/// The shared random stream, with the draws this benchmark needs.
+struct Rng(common::SplitMix);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next()
     }
 
     fn unit(&mut self) -> f64 {
@@ -93,7 +91,7 @@ impl Rng {
     }
 
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        self.0.below(n as u64) as usize
     }
 
     /// A random point on the street grid's area, metres.
@@ -455,7 +453,7 @@ fn main() {
     let unit_reports = env("CITYBRAIN_BENCH_UNIT_REPORTS", 20_000);
     let incident_events = env("CITYBRAIN_BENCH_INCIDENT_EVENTS", 20_000);
     let started = Instant::now();
-    let mut rng = Rng(SEED);
+    let mut rng = Rng(common::SplitMix(SEED));
     let c = city(&mut rng);
     let model = Arc::new(CityModel::from_geojson_str(&c.geojson).expect("the synthetic city loads"));
     let cfg = Arc::new(Config::default());
@@ -492,7 +490,7 @@ fn main() {
     let (city1, cfg1) = (model.clone(), cfg.clone());
     let seed = rng.next();
     let latency = timely::execute_directly(move |worker| {
-        let mut rng = Rng(seed);
+        let mut rng = Rng(common::SplitMix(seed));
         let mut d = Driver::new(worker, city1, cfg1);
         let mut fleet = units(&mut rng, &stations);
         let mut open: VecDeque<IncidentSim> =
@@ -581,7 +579,7 @@ fn main() {
     let seed = rng.next();
     let stations = stations2;
     let (unit_run, inc_run) = timely::execute_directly(move |worker| {
-        let mut rng = Rng(seed);
+        let mut rng = Rng(common::SplitMix(seed));
         let mut d = Driver::new(worker, city2, cfg2);
         let mut fleet = units(&mut rng, &stations);
         let open: Vec<IncidentSim> =

@@ -93,22 +93,16 @@ const SEED: u64 = 0x4EA1_7B3C_0A7C;
 /// The decoder's pseudonym key (the oracle computes the same pseudonyms).
 const KEY: &[u8] = b"bench";
 
-/// SplitMix64: a fixed, dependency-free stream of random numbers.
-struct Rng(u64);
+mod common;
+use common::SplitMix as Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
+/// What this benchmark draws beyond the shared stream.
+trait Between {
+    /// Uniform in `lo..=hi`.
+    fn between(&mut self, lo: u64, hi: u64) -> u64;
+}
 
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
+impl Between for Rng {
     /// Uniform in `lo..=hi`.
     fn between(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi - lo + 1)
